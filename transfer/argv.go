@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -214,10 +213,4 @@ func quoteList(paths []string) string {
 		}
 	}
 	return strings.Join(q, " ")
-}
-
-// describeArgv is a loggable form of an argv: safe because no secret is ever
-// in an argv.
-func describeArgv(prog string, args []string) string {
-	return fmt.Sprintf("%s %s", prog, strings.Join(args, " "))
 }

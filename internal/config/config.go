@@ -123,7 +123,8 @@ func Default() *Config {
 	}
 }
 
-func defaultTarget() Target {
+// DefaultTarget is a [[target]] with every default and nothing required set.
+func DefaultTarget() Target {
 	return Target{
 		Port:            22,
 		HostKey:         HostKeyStrict,
@@ -139,7 +140,8 @@ func defaultTarget() Target {
 	}
 }
 
-func defaultWatch() Watch {
+// DefaultWatch is a [[watch]] with every default and nothing required set.
+func DefaultWatch() Watch {
 	return Watch{
 		Recursive: true,
 		Include:   []string{"*"},

@@ -611,13 +611,13 @@ func TestExampleParses(t *testing.T) {
 	}
 	tg := cfg.Targets[0]
 	tg.Name, tg.Host, tg.User, tg.RemoteDir, tg.KnownHostsFile, tg.Line = "", "", "", ".", "", 0
-	if !reflect.DeepEqual(tg, defaultTarget()) {
-		t.Errorf("example [[target]] has non-default values:\n got %+v\nwant %+v", tg, defaultTarget())
+	if !reflect.DeepEqual(tg, DefaultTarget()) {
+		t.Errorf("example [[target]] has non-default values:\n got %+v\nwant %+v", tg, DefaultTarget())
 	}
 	w := cfg.Watches[0]
 	w.Path, w.Target, w.ArchiveDir, w.Line = "", "", "", 0
-	if !reflect.DeepEqual(w, defaultWatch()) {
-		t.Errorf("example [[watch]] has non-default values:\n got %+v\nwant %+v", w, defaultWatch())
+	if !reflect.DeepEqual(w, DefaultWatch()) {
+		t.Errorf("example [[watch]] has non-default values:\n got %+v\nwant %+v", w, DefaultWatch())
 	}
 	for _, n := range RefusedSSHOptions() {
 		if !strings.Contains(src, n+",") && !strings.Contains(src, n+".") {

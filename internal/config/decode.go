@@ -700,7 +700,7 @@ func (t *table) nats(n *NATS) {
 }
 
 func (t *table) target(tg *Target) {
-	*tg = defaultTarget()
+	*tg = DefaultTarget()
 	tg.Line = t.headerLine()
 	if t.required("name", &tg.Name) {
 		t.check("name", checkTargetName(tg.Name))
@@ -752,7 +752,7 @@ func (t *table) target(tg *Target) {
 }
 
 func (t *table) watch(w *Watch) {
-	*w = defaultWatch()
+	*w = DefaultWatch()
 	w.Line = t.headerLine()
 	if t.required("path", &w.Path) && !t.filePath("path", &w.Path, false) {
 		w.Path = ""

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // State is where a file is in its life.
@@ -107,7 +108,7 @@ func Open(path string) (*Journal, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open journal %s: %w (is another dropship running with the same state_dir?)", path, ErrLocked)
 		}
 		return nil, fmt.Errorf("open journal %s: %w", path, err)

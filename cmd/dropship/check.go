@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/dropship/dropship/internal/agent"
+	"github.com/dropship/dropship/internal/config"
+	"github.com/dropship/dropship/transfer"
+)
+
+func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", "[-c FILE] [-connect]", stderr)
+	file := fs.String("c", DefaultConfig, "configuration `file`")
+	connect := fs.Bool("connect", false, "also log in to every target (host key, credentials, remote_dir) without sending anything")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("check takes no arguments, got %q", fs.Args())
+	}
+	cfg, err := loadConfig(*file, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d target(s), %d watch(es))\n", cfg.File, len(cfg.Targets), len(cfg.Watches))
+	if !*connect {
+		return nil
+	}
+	failed := 0
+	for _, tc := range cfg.Targets {
+		if err := checkTarget(ctx, cfg, tc.Name, tc.RemoteDir); err != nil {
+			failed++
+			fmt.Fprintf(stdout, "target %s: FAILED (%s): %v\n", tc.Name, transfer.ClassOf(err), err)
+			continue
+		}
+		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir)
+	}
+	if failed > 0 {
+		return silentExit{code: 1}
+	}
+	return nil
+}
+
+func checkTarget(ctx context.Context, cfg *config.Config, name, remoteDir string) error {
+	client, _, cleanup, err := agent.Client(cfg, name, agent.Options{})
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	tc := cfg.Target(name)
+	cctx, cancel := context.WithTimeout(ctx, tc.ConnectTimeout+30*time.Second)
+	defer cancel()
+	return client.Check(cctx, remoteDir)
+}

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/agent"
+	"github.com/dropship/dropship/internal/config"
+)
+
+// natsFlags are the flags that find a NATS server and an agent: a config
+// file, or -nats and -agent given directly.
+type natsFlags struct {
+	file, url, agent, prefix, creds string
+}
+
+func (n *natsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&n.file, "c", DefaultConfig, "configuration `file` (for the NATS server, subject prefix and agent name)")
+	fs.StringVar(&n.url, "nats", "", "NATS server `URL` (instead of the config's)")
+	fs.StringVar(&n.agent, "agent", "", "agent `name` (instead of the config's)")
+	fs.StringVar(&n.prefix, "prefix", "", "subject `prefix` (instead of the config's)")
+	fs.StringVar(&n.creds, "creds", "", "NATS credentials `file` (instead of the config's)")
+}
+
+// resolve fills what was not given from the config file. The file is only
+// needed when something is missing.
+func (n *natsFlags) resolve(stderr io.Writer, needAgent bool) error {
+	if n.url != "" && n.prefix != "" && (n.agent != "" || !needAgent) {
+		return nil
+	}
+	cfg, err := loadConfig(n.file, stderr)
+	if err != nil {
+		if n.url == "" {
+			return fmt.Errorf("%w (or give -nats URL and -agent NAME)", err)
+		}
+		cfg = config.Default()
+	}
+	if n.url == "" {
+		n.url = cfg.NATS.URL
+		if n.url == "" {
+			n.url = "nats://" + cfg.NATS.EmbeddedListen
+		}
+		if n.creds == "" && cfg.NATS.CredentialsFile != "" {
+			n.creds, _ = config.SecretPath(cfg.NATS.CredentialsFile)
+		}
+	}
+	if n.agent == "" {
+		n.agent = cfg.Agent.Name
+	}
+	if n.prefix == "" {
+		n.prefix = cfg.NATS.SubjectPrefix
+	}
+	return nil
+}
+
+func (n *natsFlags) connect() (*nats.Conn, error) {
+	opts := []nats.Option{nats.Name("dropship cli"), nats.Timeout(5 * time.Second)}
+	if n.creds != "" {
+		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	nc, err := nats.Connect(n.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is the agent running? is -nats right?)", n.url, err)
+	}
+	return nc, nil
+}
+
+// request asks the agent's control service and decodes its answer.
+func (n *natsFlags) request(ctx context.Context, endpoint string, body, out any) error {
+	nc, err := n.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	data, _ := json.Marshal(body)
+	subj := events.Subjects{Prefix: n.prefix, Agent: n.agent}.Control(endpoint)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, subj, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("no agent %q answers on %s: is it running, and are -agent and the subject prefix right?", n.agent, subj)
+		}
+		return fmt.Errorf("ask agent %q: %w", n.agent, err)
+	}
+	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+		return fmt.Errorf("agent %q: %s", n.agent, msg.Header.Get("Nats-Service-Error"))
+	}
+	if err := json.Unmarshal(msg.Data, out); err != nil {
+		return fmt.Errorf("agent %q sent an answer dropship cannot read: %w", n.agent, err)
+	}
+	return nil
+}
+
+func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("status", "[-c FILE | -nats URL -agent NAME] [-json]", stderr)
+	var n natsFlags
+	n.register(fs)
+	asJSON := fs.Bool("json", false, "print the agent's answer as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("status takes no arguments, got %q", fs.Args())
+	}
+	if err := n.resolve(stderr, true); err != nil {
+		return err
+	}
+	var st agent.Status
+	if err := n.request(ctx, events.ControlStatus, struct{}{}, &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(w io.Writer, st agent.Status) {
+	nats := "connected"
+	if !st.NATSConnected {
+		nats = "DISCONNECTED"
+	}
+	fmt.Fprintf(w, "agent %s (dropship %s), up %s, NATS %s, outbox %d event(s)\n\n", st.Agent, st.Version, time.Since(st.StartedAt).Round(time.Second), nats, st.OutboxDepth)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tSTATE\tQUEUED\tRUNNING\tFAILED\tDETAIL")
+	for _, t := range st.Targets {
+		detail := ""
+		if t.State != "ok" {
+			detail = t.Class + ": " + t.Error
+			if t.NextProbe != nil {
+				detail += fmt.Sprintf(" (next try in %s)", time.Until(*t.NextProbe).Round(time.Second))
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", t.Name, strings.ToUpper(t.State), t.Queued, t.Running, t.Failed, detail)
+	}
+	tw.Flush()
+	if len(st.Watches) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "WATCH\tTARGET\tPROBLEM")
+		for _, wt := range st.Watches {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", wt.Path, wt.Target, wt.Problem)
+		}
+		tw.Flush()
+	}
+}
+
+func retryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("retry", "[-c FILE | -nats URL -agent NAME] (ID | -failed)", stderr)
+	var n natsFlags
+	n.register(fs)
+	all := fs.Bool("failed", false, "send every failed file again")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	req := agent.RetryRequest{Failed: *all}
+	switch {
+	case *all && fs.NArg() == 0:
+	case !*all && fs.NArg() == 1:
+		req.ID = fs.Arg(0)
+	default:
+		fs.Usage()
+		return usagef("retry needs a transfer id (or the file's path), or -failed")
+	}
+	if err := n.resolve(stderr, true); err != nil {
+		return err
+	}
+	var resp agent.RetryResponse
+	if err := n.request(ctx, events.ControlRetry, req, &resp); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d file(s) queued again\n", resp.Requeued)
+	return nil
+}

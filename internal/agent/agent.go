@@ -1,0 +1,331 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/config"
+	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/transfer"
+	"github.com/dropship/dropship/watcher"
+)
+
+// Options are the parts of the agent that do not come from the config file.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// SSH and SFTP are the OpenSSH client programs; "" finds them in PATH.
+	SSH, SFTP string
+	// Notify receives the agent's service states for systemd: "READY=1",
+	// "RELOADING=1", "STOPPING=1", "WATCHDOG=1", "STATUS=…". May be nil.
+	Notify func(state string)
+}
+
+// Agent is the running daemon: watchers feed ready files into the journal,
+// per-target workers send them, and lifecycle events leave through the
+// journal's outbox.
+type Agent struct {
+	opts   Options
+	logger *slog.Logger
+
+	journal *journal.Journal
+	emb     *events.Embedded
+	bus     *events.Bus
+	pub     *publisher
+	ctl     *control
+
+	// stopWork ends the taking of new work; sendCtx, canceled after the
+	// shutdown grace, stops transfers still running.
+	workCtx    context.Context
+	stopWork   context.CancelFunc
+	sendCtx    context.Context
+	cancelSend context.CancelFunc
+
+	mu          sync.Mutex
+	cfg         *config.Config
+	subj        events.Subjects
+	targets     map[string]*target
+	watches     map[string]*watch
+	recs        map[string]*journal.Record // every journaled file, by key
+	sending     map[string]bool            // keys with an upload running
+	newer       map[string]watcher.File    // a newer version seen while sending
+	postq       []string                   // keys waiting for post-processing (archive, delete, failed_dir)
+	watchErrs   map[string]*watcher.Error  // last operational problem per watch
+	writer      *journalWriter
+	ctlDir      string
+	publishLogs atomic.Bool // nats.publish_logs of the running configuration
+	writerDone  chan struct{}
+	startedAt   time.Time
+	workers     sync.WaitGroup
+	services    sync.WaitGroup
+	intake      chan intakeFile
+	fatal       chan error
+}
+
+// New validates what it can without side effects; Run does the rest.
+func New(cfg *config.Config, opts Options) (*Agent, error) {
+	if cfg == nil {
+		return nil, errors.New("no configuration")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	return &Agent{
+		opts:      opts,
+		logger:    opts.Logger,
+		cfg:       cfg,
+		subj:      events.Subjects{Prefix: cfg.NATS.SubjectPrefix, Agent: cfg.Agent.Name},
+		targets:   map[string]*target{},
+		watches:   map[string]*watch{},
+		recs:      map[string]*journal.Record{},
+		sending:   map[string]bool{},
+		newer:     map[string]watcher.File{},
+		watchErrs: map[string]*watcher.Error{},
+		intake:    make(chan intakeFile, 1024),
+		fatal:     make(chan error, 1),
+	}, nil
+}
+
+// Run starts the agent and blocks until ctx ends (a graceful stop: running
+// transfers get shutdown_grace to finish, then are stopped and stay queued)
+// or a fatal error happens. A value on reload (SIGHUP) makes it read its
+// config file again and apply it; an invalid file is refused and the running
+// configuration kept.
+func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
+	cfg := a.cfg
+	if os.Geteuid() == 0 {
+		a.logger.Warn("running as root: a packaged install runs as the dropship user; root is needed only to read files other users own")
+	}
+	if err := os.MkdirAll(cfg.Agent.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state_dir: %w", err)
+	}
+	a.journal, err = journal.Open(filepath.Join(cfg.Agent.StateDir, "journal.db"))
+	if err != nil {
+		return err
+	}
+	defer a.journal.Close()
+
+	if err := a.startEvents(ctx); err != nil {
+		return err
+	}
+	defer a.closeEvents()
+
+	if err := a.resume(); err != nil {
+		return err
+	}
+
+	a.workCtx, a.stopWork = context.WithCancel(context.Background())
+	a.sendCtx, a.cancelSend = context.WithCancel(context.Background())
+	defer a.cancelSend()
+	defer a.stopWork()
+
+	a.startedAt = time.Now()
+	a.pub = newPublisher(a)
+	a.writer = newJournalWriter(a)
+	writerDone := make(chan struct{})
+	a.writerDone = writerDone
+	a.services.Add(2)
+	go func() { defer a.services.Done(); a.pub.run() }()
+	go func() { defer a.services.Done(); a.writer.run(writerDone) }()
+
+	a.mu.Lock()
+	err = a.applyConfig(cfg)
+	a.mu.Unlock()
+	if err != nil {
+		a.shutdownNow()
+		return err
+	}
+	a.services.Add(1)
+	go func() { defer a.services.Done(); a.intakeLoop() }()
+
+	a.ctl, err = startControl(a)
+	if err != nil {
+		a.logger.Warn("control service not available", "err", err)
+	}
+
+	a.emitAgent(events.AgentStarted, "started", nil)
+	a.notify("READY=1")
+	a.logger.Info("agent started", "targets", len(cfg.Targets), "watches", len(cfg.Watches), "state_dir", cfg.Agent.StateDir)
+
+	a.sweep() // post-processing left over from the last run
+	watchdog := time.NewTicker(10 * time.Second)
+	defer watchdog.Stop()
+	sweep := time.NewTicker(30 * time.Second)
+	defer sweep.Stop()
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-a.fatal:
+			runErr = err
+			break loop
+		case <-reload:
+			a.reloadFile()
+		case <-watchdog.C:
+			a.notify("WATCHDOG=1")
+		case <-sweep.C:
+			a.sweep()
+		}
+	}
+	a.shutdown()
+	return runErr
+}
+
+// shutdown stops taking work, gives running transfers shutdown_grace, then
+// stops them (they stay queued), and stops every service.
+func (a *Agent) shutdown() {
+	a.notify("STOPPING=1")
+	a.logger.Info("stopping: no new transfers; waiting for running ones", "grace", a.cfg.Agent.ShutdownGrace)
+	a.emitAgent(events.AgentStopping, "stopping", nil)
+	if a.ctl != nil {
+		a.ctl.close()
+	}
+	a.mu.Lock()
+	for _, w := range a.watches {
+		w.close()
+	}
+	a.watches = map[string]*watch{}
+	a.mu.Unlock()
+	a.stopWork()
+	a.wakeAll()
+
+	done := make(chan struct{})
+	go func() { a.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(a.cfg.Agent.ShutdownGrace):
+		a.logger.Warn("shutdown grace over: stopping running transfers; they stay queued")
+		a.cancelSend()
+		<-done
+	}
+	a.shutdownNow()
+}
+
+// shutdownNow stops what is left: targets' shared connections, intake and
+// the publisher (after a last attempt to publish the outbox).
+func (a *Agent) shutdownNow() {
+	if a.stopWork != nil {
+		a.stopWork()
+	}
+	a.mu.Lock()
+	targets := make([]*target, 0, len(a.targets))
+	for _, t := range a.targets {
+		targets = append(targets, t)
+	}
+	a.mu.Unlock()
+	// Not under a.mu: a closing connection still reports its last lines.
+	for _, t := range targets {
+		t.close()
+	}
+	close(a.intake)
+	if a.writerDone != nil {
+		close(a.writerDone)
+	}
+	if a.pub != nil {
+		a.pub.stop(5 * time.Second)
+	}
+	a.services.Wait()
+}
+
+// fail reports an error the agent cannot go on with.
+func (a *Agent) fail(err error) {
+	select {
+	case a.fatal <- err:
+	default:
+	}
+}
+
+func (a *Agent) notify(state string) {
+	if a.opts.Notify != nil {
+		a.opts.Notify(state)
+	}
+}
+
+// startEvents starts the embedded NATS server or connects to the configured
+// one, and makes sure the lifecycle stream exists when the agent owns it.
+func (a *Agent) startEvents(ctx context.Context) error {
+	cfg := a.cfg
+	url := cfg.NATS.URL
+	if url == "" {
+		emb, err := events.StartEmbedded(events.EmbeddedConfig{
+			Listen:   cfg.NATS.EmbeddedListen,
+			StoreDir: filepath.Join(cfg.Agent.StateDir, "nats"),
+			Logger:   a.logger.With("component", "nats-server"),
+		})
+		if err != nil {
+			return err
+		}
+		a.emb = emb
+		url = emb.ClientURL()
+	}
+	creds := cfg.NATS.CredentialsFile
+	if creds != "" {
+		var err error
+		if creds, err = config.SecretPath(creds); err != nil {
+			return fmt.Errorf("nats.credentials_file: %w", err)
+		}
+	}
+	bus, err := events.Connect(ctx, events.ConnectOptions{
+		URL:             url,
+		CredentialsFile: creds,
+		Name:            "dropship " + cfg.Agent.Name,
+		Logger:          a.logger.With("component", "nats"),
+	})
+	if err != nil {
+		return err
+	}
+	a.bus = bus
+	if a.emb != nil || cfg.NATS.AutoCreateStream {
+		ensure := func() error {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			return bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix))
+		}
+		if err := ensure(); err != nil {
+			if a.emb != nil {
+				return fmt.Errorf("create stream %s on the embedded server: %w", cfg.NATS.Stream, err)
+			}
+			// An external server may be down now; the publisher
+			// tries again before it publishes.
+			a.logger.Warn("could not create the event stream yet; will retry", "stream", cfg.NATS.Stream, "err", err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) closeEvents() {
+	if a.bus != nil {
+		a.bus.Close()
+	}
+	if a.emb != nil {
+		a.emb.Close()
+	}
+}
+
+// clientOptions are the transfer options for a target.
+func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Options {
+	name, host, port := t.Name, t.Host, t.Port
+	return transfer.Options{
+		Logger:     a.logger.With("component", "transfer"),
+		ControlDir: a.controlDir(),
+		Atomic:     t.Atomic,
+		SSH:        a.opts.SSH,
+		SFTP:       a.opts.SFTP,
+		OnConnectionLine: func(line string) {
+			a.connectionLine(name, host, port, line)
+		},
+	}
+}

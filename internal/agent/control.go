@@ -1,0 +1,206 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/journal"
+)
+
+// Status is what `dropship status` shows: the answer of the control
+// service's status endpoint.
+type Status struct {
+	Agent         string         `json:"agent"`
+	Version       string         `json:"version"`
+	StartedAt     time.Time      `json:"started_at"`
+	NATSConnected bool           `json:"nats_connected"`
+	OutboxDepth   int            `json:"outbox_depth"`
+	Targets       []TargetStatus `json:"targets"`
+	Watches       []WatchStatus  `json:"watches"`
+}
+
+// TargetStatus is one target in Status.
+type TargetStatus struct {
+	Name    string `json:"name"`
+	Host    string `json:"host"`
+	Port    int    `json:"port"`
+	Queued  int    `json:"queued"`  // waiting to be sent (including retries not yet due)
+	Running int    `json:"running"` // being sent now
+	Failed  int    `json:"failed"`  // failed; waiting for `dropship retry` or the target's recovery
+	// State is "ok", "retrying" (a transient failure, backing off) or
+	// "failing" (needs an operator: credentials, host key, remote path).
+	State     string     `json:"state"`
+	Class     string     `json:"class,omitempty"`
+	Error     string     `json:"error,omitempty"`
+	Since     *time.Time `json:"since,omitempty"`
+	NextProbe *time.Time `json:"next_probe,omitempty"`
+}
+
+// WatchStatus is one watch in Status.
+type WatchStatus struct {
+	Path    string `json:"path"`
+	Target  string `json:"target"`
+	Problem string `json:"problem,omitempty"`
+}
+
+// RetryRequest asks to send failed files again: the one with transfer id (or
+// local path) ID, or every failed file with Failed.
+type RetryRequest struct {
+	ID     string `json:"id,omitempty"`
+	Failed bool   `json:"failed,omitempty"`
+}
+
+// RetryResponse says how many files were queued again.
+type RetryResponse struct {
+	Requeued int `json:"requeued"`
+}
+
+// control is the nats.go/micro service on <prefix>.<agent>.ctl.*.
+type control struct {
+	svc micro.Service
+}
+
+var semver = regexp.MustCompile(`^\d+\.\d+\.\d+`)
+
+func startControl(a *Agent) (*control, error) {
+	version := a.opts.Version
+	if !semver.MatchString(version) {
+		version = "0.0.0-" + regexp.MustCompile(`[^0-9A-Za-z-]`).ReplaceAllString(version, "-")
+	}
+	svc, err := micro.AddService(a.bus.Conn(), micro.Config{
+		Name:        events.ServiceName,
+		Version:     version,
+		Description: "dropship agent " + a.subj.Agent,
+		Metadata:    map[string]string{"agent": a.subj.Agent},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start control service: %w", err)
+	}
+	respond := func(req micro.Request, v any, err error) {
+		if err != nil {
+			_ = req.Error("400", err.Error(), nil)
+			return
+		}
+		_ = req.RespondJSON(v)
+	}
+	err = svc.AddEndpoint(events.ControlStatus, micro.HandlerFunc(func(req micro.Request) {
+		respond(req, a.Status(), nil)
+	}), micro.WithEndpointSubject(a.subj.Control(events.ControlStatus)))
+	if err == nil {
+		err = svc.AddEndpoint(events.ControlRetry, micro.HandlerFunc(func(req micro.Request) {
+			var r RetryRequest
+			if err := json.Unmarshal(req.Data(), &r); err != nil || (r.ID == "" && !r.Failed) {
+				respond(req, nil, fmt.Errorf(`want {"id":"<transfer id or path>"} or {"failed":true}`))
+				return
+			}
+			n := a.Retry(r)
+			if r.ID != "" && n == 0 {
+				respond(req, nil, fmt.Errorf("no failed or waiting transfer with id or path %q", r.ID))
+				return
+			}
+			respond(req, RetryResponse{Requeued: n}, nil)
+		}), micro.WithEndpointSubject(a.subj.Control(events.ControlRetry)))
+	}
+	if err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("start control service: %w", err)
+	}
+	return &control{svc: svc}, nil
+}
+
+func (c *control) close() { _ = c.svc.Stop() }
+
+// Status reports queues, running transfers, failing targets and the outbox.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{
+		Agent:         a.subj.Agent,
+		Version:       a.opts.Version,
+		StartedAt:     a.startedAt,
+		NATSConnected: a.bus != nil && a.bus.Connected(),
+		OutboxDepth:   a.journal.OutboxLen(),
+	}
+	byTarget := map[string]*TargetStatus{}
+	for _, tc := range a.cfg.Targets {
+		ts := TargetStatus{Name: tc.Name, Host: tc.Host, Port: tc.Port, State: "ok"}
+		if t := a.targets[tc.Name]; t != nil && t.failClass != "" {
+			ts.State = "retrying"
+			if !t.failClass.Retryable() {
+				ts.State = "failing"
+			}
+			ts.Class, ts.Error = string(t.failClass), t.failMsg
+			since, next := t.failSince, t.retryAt
+			ts.Since, ts.NextProbe = &since, &next
+		}
+		st.Targets = append(st.Targets, ts)
+		byTarget[tc.Name] = &st.Targets[len(st.Targets)-1]
+	}
+	for _, rec := range a.recs {
+		ts := byTarget[rec.Target]
+		if ts == nil {
+			continue
+		}
+		switch {
+		case a.sending[rec.Key]:
+			ts.Running++
+		case rec.State == journal.Queued:
+			ts.Queued++
+		case rec.State == journal.Failed:
+			ts.Failed++
+		}
+	}
+	for _, wc := range a.cfg.Watches {
+		ws := WatchStatus{Path: wc.Path, Target: wc.Target}
+		if e := a.watchErrs[wc.Path]; e != nil {
+			ws.Problem = e.Error()
+		}
+		st.Watches = append(st.Watches, ws)
+	}
+	return st
+}
+
+// Retry queues failed files again (and files waiting for a retry, at once).
+// It returns how many were queued.
+func (a *Agent) Retry(r RetryRequest) int {
+	a.mu.Lock()
+	var ops []journal.Op
+	for _, rec := range a.recs {
+		if a.sending[rec.Key] {
+			continue
+		}
+		match := r.Failed && rec.State == journal.Failed
+		if r.ID != "" && (rec.ID == r.ID || rec.Path == r.ID) && (rec.State == journal.Failed || rec.State == journal.Queued) {
+			match = true
+		}
+		if !match {
+			continue
+		}
+		nr := *rec
+		nr.State, nr.NextTry, nr.UpdatedAt = journal.Queued, time.Time{}, time.Now()
+		if rec.State == journal.Failed {
+			nr.Attempts = 0
+		}
+		a.recs[nr.Key] = &nr
+		ops = append(ops, journal.Op{Put: &nr})
+		if t := a.targets[nr.Target]; t != nil {
+			t.enqueue(nr.Key)
+			if t.failClass != "" {
+				t.retryAt = time.Now()
+			}
+		}
+	}
+	slices.SortFunc(ops, func(x, y journal.Op) int { return x.Put.QueuedAt.Compare(y.Put.QueuedAt) })
+	a.mu.Unlock()
+	a.commit(ops...)
+	if len(ops) > 0 {
+		a.logger.Info("queued again on request", "files", len(ops))
+	}
+	return len(ops)
+}

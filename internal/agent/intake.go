@@ -1,0 +1,203 @@
+package agent
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/dropship/dropship/internal/config"
+	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/watcher"
+)
+
+// watch is a configured watch at run time.
+type watch struct {
+	cfg  config.Watch
+	w    *watcher.Watcher
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// startWatch starts watching cfg.Path and forwards its ready files to the
+// intake.
+func (a *Agent) startWatch(cfg config.Watch) (*watch, error) {
+	var skip []string
+	if cfg.After == config.AfterArchive && cfg.ArchiveDir != "" {
+		skip = append(skip, cfg.ArchiveDir)
+	}
+	if cfg.FailedDir != "" {
+		skip = append(skip, cfg.FailedDir)
+	}
+	w, err := watcher.New(watcher.Options{
+		Root:           cfg.Path,
+		Recursive:      cfg.Recursive,
+		Include:        cfg.Include,
+		Exclude:        cfg.Exclude,
+		Settle:         cfg.Settle,
+		ReadyMarker:    cfg.ReadyMarker,
+		FollowSymlinks: cfg.FollowSymlinks,
+		Skip:           skip,
+		Logger:         a.logger.With("component", "watcher", "watch", cfg.Path),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ws := &watch{cfg: cfg, w: w}
+	ws.wg.Add(2)
+	go func() {
+		defer ws.wg.Done()
+		for f := range w.Ready() {
+			a.intake <- intakeFile{watch: cfg.Path, file: f}
+		}
+	}()
+	go func() {
+		defer ws.wg.Done()
+		for err := range w.Errors() {
+			a.logger.Warn("watcher", "watch", cfg.Path, "err", err)
+			var we *watcher.Error
+			if errors.As(err, &we) {
+				a.watchProblem(cfg.Path, we)
+			}
+		}
+	}()
+	return ws, nil
+}
+
+// close stops the watcher and waits until nothing more is forwarded.
+func (ws *watch) close() {
+	ws.once.Do(func() {
+		_ = ws.w.Close()
+		ws.wg.Wait()
+	})
+}
+
+// intakeFile is a ready file and the watch it came from.
+type intakeFile struct {
+	watch string
+	file  watcher.File
+}
+
+// intakeLoop journals ready files in groups: whatever arrived together is
+// written in one transaction.
+func (a *Agent) intakeLoop() {
+	for first := range a.intake {
+		group := []intakeFile{first}
+	more:
+		for len(group) < 2000 {
+			select {
+			case f, ok := <-a.intake:
+				if !ok {
+					break more
+				}
+				group = append(group, f)
+			default:
+				break more
+			}
+		}
+		var ops []journal.Op
+		a.mu.Lock()
+		for _, in := range group {
+			if op := a.accept(in.file, in.watch); op != nil {
+				ops = append(ops, *op)
+			}
+		}
+		a.mu.Unlock()
+		a.commit(ops...)
+	}
+}
+
+// accept decides what a ready file means: a new transfer, a newer version of
+// a queued one, or a repeat of something already known. Called with a.mu.
+func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
+	ws := a.watches[watchPath]
+	var wcfg *config.Watch
+	if ws != nil {
+		wcfg = &ws.cfg
+	} else if w := a.watchFor(watchPath); w != nil {
+		wcfg = w
+	}
+	if wcfg == nil {
+		return nil
+	}
+	key := journal.Key(watchPath, f.Rel)
+	rec := a.recs[key]
+	same := rec != nil && rec.SameFile(f.Size, f.ModTime, f.Dev, f.Inode)
+	if a.sending[key] {
+		if !same {
+			// Sent again once the running upload is over.
+			a.newer[key] = f
+		}
+		return nil
+	}
+	if same && rec.State != journal.Queued {
+		// Already queued, sent, kept or failed in this very version: a
+		// rescan reports files again.
+		return nil
+	}
+	now := time.Now()
+	if rec != nil && rec.State == journal.Queued && rec.Attempts == 0 {
+		// Not tried yet: the queued transfer takes the new version.
+		r := *rec
+		r.Size, r.ModTime, r.Dev, r.Inode, r.Reason, r.Marker = f.Size, f.ModTime, f.Dev, f.Inode, f.Reason, f.Marker
+		r.NextTry, r.UpdatedAt = time.Time{}, now
+		a.recs[key] = &r
+		if t := a.targets[r.Target]; t != nil {
+			t.enqueue(key)
+		}
+		return &journal.Op{Put: &r}
+	}
+	r := &journal.Record{
+		Key:       key,
+		ID:        newID(),
+		Watch:     watchPath,
+		Target:    wcfg.Target,
+		Path:      f.Path,
+		Rel:       f.Rel,
+		Marker:    f.Marker,
+		Size:      f.Size,
+		ModTime:   f.ModTime,
+		Dev:       f.Dev,
+		Inode:     f.Inode,
+		Reason:    f.Reason,
+		State:     journal.Queued,
+		QueuedAt:  now,
+		UpdatedAt: now,
+	}
+	a.recs[key] = r
+	t := a.targets[r.Target]
+	if t == nil {
+		a.logger.Warn("file queued for a target that is not configured; it waits", "file", f.Path, "target", r.Target)
+		return &journal.Op{Put: r}
+	}
+	ev := a.transferEvent(t, r, stateQueued, time.Time{}, time.Time{}, nil, nil)
+	r.EventIDs = append(r.EventIDs, ev.ID)
+	t.enqueue(key)
+	a.logger.Debug("queued", "file", f.Path, "target", t.name, "reason", f.Reason)
+	return &journal.Op{Put: r, Events: []journal.Event{ev}}
+}
+
+// watchFor is the configuration of the watch at path (nil when it is no
+// longer configured). Called with a.mu.
+func (a *Agent) watchFor(path string) *config.Watch {
+	if ws := a.watches[path]; ws != nil {
+		return &ws.cfg
+	}
+	for i := range a.cfg.Watches {
+		if a.cfg.Watches[i].Path == path {
+			return &a.cfg.Watches[i]
+		}
+	}
+	return nil
+}
+
+// watchProblem records a watcher's operational problem for status and
+// metrics.
+func (a *Agent) watchProblem(path string, e *watcher.Error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if e.Kind == watcher.KindRootBack {
+		delete(a.watchErrs, path)
+		return
+	}
+	a.watchErrs[path] = e
+}

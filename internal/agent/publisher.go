@@ -1,0 +1,153 @@
+package agent
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/journal"
+)
+
+// publisher drains the journal's outbox to JetStream, in order. An event
+// leaves the outbox only once JetStream acknowledged it; until then it is
+// published again (with the same id, so JetStream and consumers drop the
+// duplicate) after a disconnect, an outage or a restart.
+type publisher struct {
+	a        *Agent
+	kick     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	deadline time.Time // while stopping: give up publishing after this
+	mu       sync.Mutex
+	lastErr  error
+}
+
+func newPublisher(a *Agent) *publisher {
+	return &publisher{a: a, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// poke says the outbox has new events.
+func (p *publisher) poke() {
+	if p == nil {
+		return
+	}
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+const (
+	publishBatch   = 256
+	publishTimeout = 5 * time.Second
+	retryMin       = 250 * time.Millisecond
+	retryMax       = 15 * time.Second
+)
+
+func (p *publisher) run() {
+	defer close(p.done)
+	delay := retryMin
+	for {
+		n, err := p.drain()
+		stopping := p.stopping()
+		if err != nil {
+			p.setErr(err)
+			wait := delay
+			if stopping {
+				wait = min(delay, time.Until(p.deadline))
+				if wait <= 0 {
+					return
+				}
+			}
+			p.a.logger.Debug("publishing events failed; retrying", "err", err, "in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-p.quitIfRunning(stopping):
+			}
+			t.Stop()
+			delay = min(delay*2, retryMax)
+			continue
+		}
+		p.setErr(nil)
+		delay = retryMin
+		if n > 0 {
+			continue
+		}
+		if stopping {
+			return
+		}
+		t := time.NewTimer(5 * time.Second)
+		select {
+		case <-p.quit:
+		case <-p.kick:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (p *publisher) stopping() bool {
+	select {
+	case <-p.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// quitIfRunning is the quit channel, or nil (never ready) once stopping.
+func (p *publisher) quitIfRunning(stopping bool) <-chan struct{} {
+	if stopping {
+		return nil
+	}
+	return p.quit
+}
+
+// drain publishes one batch of the outbox; it returns how many events left.
+func (p *publisher) drain() (int, error) {
+	entries, err := p.a.journal.Outbox(publishBatch)
+	if err != nil || len(entries) == 0 {
+		return 0, err
+	}
+	var acked []uint64
+	defer func() { _ = p.a.journal.Ack(acked...) }()
+	for _, e := range entries {
+		if err := p.publish(e); err != nil {
+			return len(acked), err
+		}
+		acked = append(acked, e.Seq)
+	}
+	return len(acked), nil
+}
+
+func (p *publisher) publish(e journal.Entry) error {
+	ev, err := events.Parse(e.Data)
+	if err != nil {
+		// A corrupt entry would block the outbox forever: drop it loudly.
+		p.a.logger.Error("dropping an unreadable outbox entry", "seq", e.Seq, "err", err)
+		return nil
+	}
+	ev.NATSSubject = e.Subject
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	return p.a.bus.PublishDurable(ctx, ev)
+}
+
+func (p *publisher) setErr(err error) {
+	p.mu.Lock()
+	p.lastErr = err
+	p.mu.Unlock()
+}
+
+// stop asks for a last drain and waits at most wait for it.
+func (p *publisher) stop(wait time.Duration) {
+	p.deadline = time.Now().Add(wait)
+	close(p.quit)
+	select {
+	case <-p.done:
+	case <-time.After(wait + publishTimeout):
+		p.a.logger.Warn("events left in the outbox; they are published after the next start", "count", p.a.journal.OutboxLen())
+	}
+}

@@ -1,0 +1,611 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path"
+	"slices"
+	"time"
+
+	"github.com/dropship/dropship/internal/config"
+	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/transfer"
+)
+
+const (
+	// maxBatchFiles and maxBatchBytes bound one sftp session: big enough
+	// that many small files share a login, small enough that one failure
+	// does not hold back too much.
+	maxBatchFiles = 500
+	maxBatchBytes = 1 << 30
+)
+
+// target is a configured target at run time: its transfer client, its queue
+// and its health. Its fields are guarded by Agent.mu.
+type target struct {
+	name    string
+	cfg     config.Target
+	client  *transfer.Client
+	wake    chan struct{} // buffered: a worker should look at the queue
+	queue   []string      // keys of queued files, oldest first
+	queued  map[string]bool
+	running int  // workers inside send
+	removed bool // dropped by a reload: finish, take nothing new
+
+	// Health. failClass is "" while the target works. When a failure
+	// concerns the whole target, the queue is held and one file at a time
+	// probes it, at retryAt.
+	failClass transfer.Class
+	failMsg   string
+	failSince time.Time
+	retryAt   time.Time
+	failures  int // consecutive target-wide failures
+	probing   bool
+}
+
+func newTarget(name string, cfg config.Target, client *transfer.Client) *target {
+	return &target{name: name, cfg: cfg, client: client, wake: make(chan struct{}, 1), queued: map[string]bool{}}
+}
+
+func (t *target) poke() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close stops the target's shared connection.
+func (t *target) close() { _ = t.client.Close() }
+
+// enqueue puts key at the end of the target's queue (once). Called with a.mu.
+func (t *target) enqueue(key string) {
+	if !t.queued[key] {
+		t.queued[key] = true
+		t.queue = append(t.queue, key)
+	}
+	t.poke()
+}
+
+// worker takes batches from the target's queue and sends them until the
+// agent stops taking work or the target is removed.
+func (a *Agent) worker(t *target) {
+	defer a.workers.Done()
+	for {
+		batch, wait, stop := a.pick(t)
+		if stop {
+			return
+		}
+		if len(batch) == 0 {
+			var timer <-chan time.Time
+			if wait > 0 {
+				tm := time.NewTimer(wait)
+				timer = tm.C
+				defer tm.Stop()
+			}
+			select {
+			case <-a.workCtx.Done():
+				return
+			case <-t.wake:
+			case <-timer:
+			}
+			continue
+		}
+		a.send(t, batch)
+		a.mu.Lock()
+		t.running--
+		t.probing = false
+		a.mu.Unlock()
+		t.poke() // another worker may find work freed by this batch
+	}
+}
+
+// pick chooses the next batch for a worker of t: files whose turn has come,
+// oldest first, split fairly between the target's idle connections; a single
+// probe when the target is failing. wait is how long until something may be
+// ready; stop ends the worker.
+func (a *Agent) pick(t *target) (batch []*journal.Record, wait time.Duration, stop bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t.removed || a.workCtx.Err() != nil {
+		return nil, 0, true
+	}
+	now := time.Now()
+	probe := t.failClass != ""
+	if probe {
+		if t.probing {
+			return nil, 0, false
+		}
+		if now.Before(t.retryAt) {
+			return nil, t.retryAt.Sub(now), false
+		}
+	}
+	var ready []*journal.Record
+	kept := t.queue[:0]
+	for _, key := range t.queue {
+		rec := a.recs[key]
+		if rec == nil || rec.State != journal.Queued || rec.Target != t.name {
+			delete(t.queued, key)
+			continue
+		}
+		kept = append(kept, key)
+		if a.sending[key] {
+			continue
+		}
+		if rec.NextTry.After(now) {
+			if d := rec.NextTry.Sub(now); wait == 0 || d < wait {
+				wait = d
+			}
+			continue
+		}
+		ready = append(ready, rec)
+	}
+	t.queue = kept
+	if probe && len(ready) == 0 {
+		// Nothing queued: probe with a file that failed because of the
+		// target, so that it recovers by itself once the target works.
+		if rec := a.oldestHeld(t.name); rec != nil {
+			ready = append(ready, rec)
+		}
+	}
+	if len(ready) == 0 {
+		return nil, wait, false
+	}
+	limit := 1
+	if !probe {
+		idle := t.cfg.Connections - t.running
+		if idle < 1 {
+			idle = 1
+		}
+		limit = min(maxBatchFiles, (len(ready)+idle-1)/idle)
+	}
+	var bytes int64
+	for _, rec := range ready {
+		if len(batch) >= limit || (len(batch) > 0 && bytes+rec.Size > maxBatchBytes) {
+			break
+		}
+		batch = append(batch, rec)
+		bytes += rec.Size
+	}
+	for _, rec := range batch {
+		a.sending[rec.Key] = true
+		delete(t.queued, rec.Key)
+	}
+	t.queue = slices.DeleteFunc(t.queue, func(k string) bool { return a.sending[k] })
+	t.running++
+	t.probing = probe
+	return batch, 0, false
+}
+
+// oldestHeld is the oldest failed file of a target whose failure was the
+// target's, not the file's. Called with a.mu.
+func (a *Agent) oldestHeld(name string) *journal.Record {
+	var best *journal.Record
+	for _, rec := range a.recs {
+		if rec.Target != name || rec.State != journal.Failed || a.sending[rec.Key] || !transfer.Class(rec.LastClass).TargetWide() {
+			continue
+		}
+		if best == nil || rec.QueuedAt.Before(best.QueuedAt) {
+			best = rec
+		}
+	}
+	return best
+}
+
+// job is one file of a batch being sent.
+type job struct {
+	rec   *journal.Record
+	file  *os.File
+	item  transfer.Item
+	sum   string // sha256, once hashed
+	began bool
+}
+
+// send uploads a batch and records the outcome of every file.
+func (a *Agent) send(t *target, batch []*journal.Record) {
+	a.mu.Lock()
+	w := a.watchFor(batch[0].Watch)
+	a.mu.Unlock()
+	var jobs []*job
+	var ops []journal.Op
+	for _, rec := range batch {
+		j, op := a.prepare(t, w, rec)
+		if j != nil {
+			jobs = append(jobs, j)
+		}
+		if op != nil {
+			ops = append(ops, *op)
+		}
+	}
+	a.commit(ops...)
+	if len(jobs) == 0 {
+		a.release(batch)
+		return
+	}
+
+	// Hash while sending: the page cache serves the second reader.
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for _, j := range jobs {
+			h := sha256.New()
+			if _, err := io.Copy(h, j.file); err == nil {
+				j.sum = hex.EncodeToString(h.Sum(nil))
+			}
+			j.file.Close()
+		}
+	}()
+
+	items := make([]transfer.Item, len(jobs))
+	byID := map[string]*job{}
+	for i, j := range jobs {
+		items[i] = j.item
+		byID[j.rec.ID] = j
+	}
+	logs := a.newLogStream(t)
+	results := t.client.Upload(a.sendCtx, items, transfer.Observer{
+		Begin: func(id string) {
+			if j := byID[id]; j != nil && !j.began {
+				j.began = true
+				a.began(t, j)
+			}
+		},
+		Line:     func(id string, line string) { logs.line(byID[id], line) },
+		Progress: func(id string, p transfer.Progress) { logs.progress(byID[id], p) },
+	})
+	<-hashed
+	a.writer.flush()
+
+	// When the session failed before any file began (a refused login, a
+	// refused connection), the first file carries the attempt and its
+	// events, so the failure is heard of; the others wait untouched.
+	carrier := -1
+	if !slices.ContainsFunc(results, func(r transfer.Result) bool { return r.Began }) {
+		carrier = slices.IndexFunc(results, func(r transfer.Result) bool {
+			return r.Err != nil && transfer.ClassOf(r.Err) != transfer.ClassBadName
+		})
+	}
+	var done []*job
+	var targetErr error
+	ops = ops[:0]
+	for i, r := range results {
+		j := jobs[i]
+		if r.Err == nil {
+			if op := a.delivered(t, j, r); op != nil {
+				ops = append(ops, *op)
+				if j.rec.State == journal.Sent {
+					done = append(done, j)
+				}
+			}
+			continue
+		}
+		class := transfer.ClassOf(r.Err)
+		counts := r.Began || i == carrier || class == transfer.ClassBadName
+		if counts && class.TargetWide() && targetErr == nil {
+			targetErr = r.Err
+		}
+		ops = append(ops, a.failed(t, w, j, r, counts)...)
+	}
+	if targetErr != nil {
+		a.mu.Lock()
+		a.targetFailed(t, transfer.ClassOf(targetErr), targetErr)
+		a.mu.Unlock()
+	}
+	a.commit(ops...)
+	a.postProcess(done)
+	a.release(batch)
+}
+
+// prepare opens a queued file and checks it is still the version that was
+// judged ready. It returns the job to send, or the journal change that
+// explains why not.
+func (a *Agent) prepare(t *target, w *config.Watch, rec *journal.Record) (*job, *journal.Op) {
+	f, err := os.Open(rec.Path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, a.vanished(t, rec)
+		}
+		return nil, a.localFailure(t, w, rec, fmt.Errorf("open %s: %w", rec.Path, err))
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s is no longer a regular file", rec.Path)
+		}
+		return nil, a.localFailure(t, w, rec, err)
+	}
+	id := identityOf(fi)
+	if !rec.SameFile(id.size, id.mtime, id.dev, id.inode) {
+		// Changed since it was judged ready: the watcher reports it
+		// again once it settles. Should that report be lost, look again
+		// after a settle period.
+		f.Close()
+		next := *rec
+		next.Size, next.ModTime, next.Dev, next.Inode = id.size, id.mtime, id.dev, id.inode
+		next.NextTry = time.Now().Add(max(time.Second, settleOf(w)))
+		next.UpdatedAt = time.Now()
+		a.mu.Lock()
+		a.recs[rec.Key] = &next
+		a.mu.Unlock()
+		return nil, &journal.Op{Put: &next}
+	}
+	return &job{
+		rec:  rec,
+		file: f,
+		item: transfer.Item{ID: rec.ID, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: rec.Rel, Size: rec.Size},
+	}, nil
+}
+
+// began records that a file's upload started: the started event, through the
+// journal writer so the session is not slowed by an fsync per file.
+func (a *Agent) began(t *target, j *job) {
+	now := time.Now()
+	a.mu.Lock()
+	rec := *j.rec
+	rec.State = journal.Sending
+	rec.Attempts++
+	rec.UpdatedAt = now
+	rec.RemotePath = j.item.RemotePath()
+	ev := a.transferEvent(t, &rec, stateStarted, now, time.Time{}, nil, nil)
+	rec.EventIDs = append(rec.EventIDs, ev.ID)
+	a.recs[rec.Key] = &rec
+	j.rec = &rec
+	a.mu.Unlock()
+	a.writer.add(journal.Op{Put: &rec, Events: []journal.Event{ev}})
+}
+
+// delivered handles a file confirmed under its final name: completed event,
+// state sent. A file that changed while it was being sent is not
+// post-processed: the version that arrived may be a mix, so it is sent again.
+func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rec := *j.rec
+	rec.SHA256 = j.sum
+	rec.ExitCode = r.ExitCode
+	rec.UpdatedAt = now
+	if fi, err := os.Stat(rec.Path); err != nil || !rec.SameFile(identityOf(fi).size, identityOf(fi).mtime, identityOf(fi).dev, identityOf(fi).inode) {
+		cause := &transfer.Error{Class: transfer.ClassLocalFile, Message: "the file changed while it was being sent; it is sent again once it settles", ExitCode: r.ExitCode}
+		rec.State = journal.Queued
+		rec.LastClass, rec.LastError = string(cause.Class), cause.Message
+		if err == nil {
+			id := identityOf(fi)
+			rec.Size, rec.ModTime, rec.Dev, rec.Inode = id.size, id.mtime, id.dev, id.inode
+		}
+		rec.NextTry = now.Add(time.Second)
+		ev := a.transferEvent(t, &rec, stateRetrying, r.Start, r.End, cause, &rec.NextTry)
+		rec.EventIDs = append(rec.EventIDs, ev.ID)
+		a.recs[rec.Key] = &rec
+		a.requeueLocked(t, &rec)
+		j.rec = &rec
+		return &journal.Op{Put: &rec, Events: []journal.Event{ev}}
+	}
+	rec.State = journal.Sent
+	rec.LastClass, rec.LastError = "", ""
+	ev := a.transferEvent(t, &rec, stateCompleted, r.Start, r.End, nil, nil)
+	rec.EventIDs = append(rec.EventIDs, ev.ID)
+	a.recs[rec.Key] = &rec
+	j.rec = &rec
+	a.targetRecovered(t)
+	return &journal.Op{Put: &rec, Events: []journal.Event{ev}}
+}
+
+// failed handles a file whose upload did not complete. counts says the
+// failure is this file's to report: it began, it is the carrier of a session
+// that failed before any file began, or its name cannot be sent. A file that
+// does not count goes back to the queue as it was, without an event.
+func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, counts bool) []journal.Op {
+	class := transfer.ClassOf(r.Err)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rec := *j.rec
+	if class == transfer.ClassCanceled || !counts {
+		// Stopped by a shutdown, or never attempted: it stays queued and
+		// this attempt does not count.
+		if j.began {
+			rec.Attempts--
+		}
+		rec.State = journal.Queued
+		a.recs[rec.Key] = &rec
+		a.requeueLocked(t, &rec)
+		if j.began {
+			return []journal.Op{{Put: &rec}}
+		}
+		return nil
+	}
+	var ops []journal.Op
+	if !j.began {
+		// It gets its started event now, so that every failed event
+		// follows a started one.
+		rec.Attempts++
+		ev := a.transferEvent(t, &rec, stateStarted, r.Start, time.Time{}, nil, nil)
+		rec.EventIDs = append(rec.EventIDs, ev.ID)
+		ops = append(ops, journal.Op{Events: []journal.Event{ev}})
+	}
+	now := time.Now()
+	rec.UpdatedAt = now
+	rec.ExitCode = r.ExitCode
+	rec.LastClass = string(class)
+	rec.LastError = r.Err.Error()
+	rec.SHA256 = j.sum
+	var state = stateFailed
+	var next *time.Time
+	if class.Retryable() && rec.Attempts < t.cfg.RetryMax {
+		state = stateRetrying
+		rec.State = journal.Queued
+		rec.NextTry = now.Add(backoff(t.cfg.RetryBackoff, t.cfg.RetryBackoffMax, rec.Attempts))
+		next = &rec.NextTry
+		a.requeueLocked(t, &rec)
+	} else {
+		// Retrying cannot help (or retry_max is reached): the operator
+		// must act. A file held by a target-wide failure is sent again
+		// by itself once a probe finds the target working.
+		rec.State = journal.Failed
+		rec.NextTry = time.Time{}
+	}
+	ev := a.transferEvent(t, &rec, state, r.Start, r.End, r.Err, next)
+	rec.EventIDs = append(rec.EventIDs, ev.ID)
+	a.recs[rec.Key] = &rec
+	ops = append(ops, journal.Op{Put: &rec, Events: []journal.Event{ev}})
+	a.logger.Warn("transfer failed", "file", rec.Path, "target", t.name, "class", class, "attempt", rec.Attempts, "outcome", state, "err", r.Err)
+	if rec.State == journal.Failed && !class.TargetWide() && w != nil && w.FailedDir != "" {
+		a.postq = append(a.postq, rec.Key)
+	}
+	return ops
+}
+
+// localFailure records a file that could not be read: class local-file,
+// retried with backoff (permissions may be fixed).
+func (a *Agent) localFailure(t *target, w *config.Watch, rec *journal.Record, err error) *journal.Op {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := *rec
+	r.Attempts++
+	now := time.Now()
+	cause := &transfer.Error{Class: transfer.ClassLocalFile, Message: err.Error(), ExitCode: -1}
+	r.LastClass, r.LastError, r.UpdatedAt = string(cause.Class), cause.Message, now
+	state := stateRetrying
+	var next *time.Time
+	if r.Attempts < t.cfg.RetryMax {
+		r.State = journal.Queued
+		r.NextTry = now.Add(backoff(t.cfg.RetryBackoff, t.cfg.RetryBackoffMax, r.Attempts))
+		next = &r.NextTry
+		a.requeueLocked(t, &r)
+	} else {
+		state = stateFailed
+		r.State = journal.Failed
+	}
+	started := a.transferEvent(t, &r, stateStarted, now, time.Time{}, nil, nil)
+	ev := a.transferEvent(t, &r, state, now, now, cause, next)
+	r.EventIDs = append(r.EventIDs, started.ID, ev.ID)
+	a.recs[r.Key] = &r
+	a.logger.Warn("cannot read file", "file", r.Path, "err", err, "attempt", r.Attempts)
+	return &journal.Op{Put: &r, Events: []journal.Event{started, ev}}
+}
+
+// vanished forgets a queued file that is gone from its folder: someone
+// removed or moved it before it could be sent.
+func (a *Agent) vanished(t *target, rec *journal.Record) *journal.Op {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.recs, rec.Key)
+	a.logger.Warn("file disappeared before it was sent", "file", rec.Path, "target", t.name)
+	return &journal.Op{Delete: rec.Key}
+}
+
+// release marks a batch's files as no longer sending.
+func (a *Agent) release(batch []*journal.Record) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rec := range batch {
+		delete(a.sending, rec.Key)
+		if f, ok := a.newer[rec.Key]; ok {
+			delete(a.newer, rec.Key)
+			a.accept(f, rec.Watch)
+		}
+	}
+}
+
+// requeueLocked puts rec back into its target's queue.
+func (a *Agent) requeueLocked(t *target, rec *journal.Record) {
+	if rec.State == journal.Queued {
+		t.enqueue(rec.Key)
+	}
+}
+
+// targetFailed marks t as failing after a failure that concerns the whole
+// target: its queue is held and one file at a time probes it. Credentials
+// and host keys do not fix themselves, so those probes wait the longest
+// backoff: repeated refused logins can lock an account. Called with a.mu.
+func (a *Agent) targetFailed(t *target, class transfer.Class, err error) {
+	if class == transfer.ClassCanceled || class == "" {
+		return
+	}
+	if t.failClass == "" {
+		t.failSince = time.Now()
+		a.logger.Error("target failing: holding its queue", "target", t.name, "class", class, "err", err)
+	}
+	t.failClass = class
+	t.failMsg = err.Error()
+	t.failures++
+	wait := backoff(t.cfg.RetryBackoff, t.cfg.RetryBackoffMax, t.failures)
+	if !class.Retryable() && (class == transfer.ClassAuth || class.Security() || class == transfer.ClassPrompt) {
+		wait = t.cfg.RetryBackoffMax
+	}
+	t.retryAt = time.Now().Add(wait)
+}
+
+// targetRecovered clears a target's failing state and releases the files
+// held because of it. Called with a.mu.
+func (a *Agent) targetRecovered(t *target) {
+	if t.failClass == "" {
+		return
+	}
+	a.logger.Info("target works again", "target", t.name, "was", t.failClass, "for", time.Since(t.failSince).Round(time.Second))
+	t.failClass, t.failMsg, t.failures = "", "", 0
+	t.retryAt = time.Time{}
+	a.releaseHeld(t)
+}
+
+// releaseHeld requeues the files of t that failed because of the target.
+// Called with a.mu.
+func (a *Agent) releaseHeld(t *target) {
+	var ops []journal.Op
+	for _, rec := range a.recs {
+		if rec.Target == t.name && rec.State == journal.Failed && transfer.Class(rec.LastClass).TargetWide() && !a.sending[rec.Key] {
+			r := *rec
+			r.State, r.Attempts, r.NextTry = journal.Queued, 0, time.Time{}
+			a.recs[r.Key] = &r
+			t.enqueue(r.Key)
+			ops = append(ops, journal.Op{Put: &r})
+		}
+	}
+	if len(ops) > 0 {
+		a.writer.add(ops...)
+	}
+}
+
+// backoff is the delay before attempt n+1: base doubling per attempt, capped,
+// with ±20% jitter so many files do not retry in lockstep.
+func backoff(base, ceiling time.Duration, n int) time.Duration {
+	if base <= 0 {
+		base = time.Second
+	}
+	d := base
+	for i := 1; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	if ceiling > 0 && d > ceiling {
+		d = ceiling
+	}
+	jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(d))
+	return d + jitter
+}
+
+// settleOf is a watch's settle time, 0 without a watch.
+func settleOf(w *config.Watch) time.Duration {
+	if w == nil {
+		return 0
+	}
+	return w.Settle
+}
+
+// remotePath is where rel lands on t.
+func remotePath(t *config.Target, rel string) string {
+	return path.Join(t.RemoteDir, rel)
+}
+
+// wakeAll pokes every worker (shutdown, reload).
+func (a *Agent) wakeAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, t := range a.targets {
+		t.poke()
+	}
+}

@@ -41,6 +41,7 @@ type Agent struct {
 	bus     *events.Bus
 	pub     *publisher
 	ctl     *control
+	metrics *metrics
 
 	// stopWork ends the taking of new work; sendCtx, canceled after the
 	// shutdown grace, stops transfers still running.
@@ -120,6 +121,12 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer a.closeEvents()
+
+	a.metrics = newMetrics(a)
+	if err := a.metrics.listen(cfg.Agent.MetricsListen); err != nil {
+		return err
+	}
+	defer a.metrics.close()
 
 	if err := a.resume(); err != nil {
 		return err

@@ -195,6 +195,7 @@ func (a *Agent) watchFor(path string) *config.Watch {
 func (a *Agent) watchProblem(path string, e *watcher.Error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.metrics.watchProblem(path, e.Kind)
 	if e.Kind == watcher.KindRootBack {
 		delete(a.watchErrs, path)
 		return

@@ -388,6 +388,7 @@ func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	}
 	rec.State = journal.Sent
 	rec.LastClass, rec.LastError = "", ""
+	a.metrics.outcome(t.name, string(stateCompleted), rec.Size, r.End.Sub(r.Start))
 	ev := a.transferEvent(t, &rec, stateCompleted, r.Start, r.End, nil, nil)
 	rec.EventIDs = append(rec.EventIDs, ev.ID)
 	a.recs[rec.Key] = &rec
@@ -449,6 +450,7 @@ func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, co
 		rec.State = journal.Failed
 		rec.NextTry = time.Time{}
 	}
+	a.metrics.outcome(t.name, string(state), rec.Size, 0)
 	ev := a.transferEvent(t, &rec, state, r.Start, r.End, r.Err, next)
 	rec.EventIDs = append(rec.EventIDs, ev.ID)
 	a.recs[rec.Key] = &rec
@@ -481,6 +483,7 @@ func (a *Agent) localFailure(t *target, w *config.Watch, rec *journal.Record, er
 		state = stateFailed
 		r.State = journal.Failed
 	}
+	a.metrics.outcome(t.name, string(state), r.Size, 0)
 	started := a.transferEvent(t, &r, stateStarted, now, time.Time{}, nil, nil)
 	ev := a.transferEvent(t, &r, state, now, now, cause, next)
 	r.EventIDs = append(r.EventIDs, started.ID, ev.ID)

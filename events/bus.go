@@ -1,0 +1,530 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+)
+
+// Connection tuning. A dead server is noticed within about
+// pingInterval × (maxPingsOut+1); reconnect attempts then follow every
+// reconnectWait plus up to reconnectJitter, forever.
+const (
+	reconnectWait   = time.Second
+	reconnectJitter = time.Second
+	pingInterval    = 15 * time.Second
+	maxPingsOut     = 2
+	flusherTimeout  = 5 * time.Second // bounds how long a publish can wait on a stuck socket
+	closeTimeout    = 5 * time.Second // bounds Close's drain
+)
+
+// Stream settings used by [Bus.EnsureStream] when it creates a stream.
+const (
+	// StreamDuplicateWindow is how long JetStream remembers message ids to
+	// drop a republished event (same Nats-Msg-Id) after an outage.
+	StreamDuplicateWindow = 10 * time.Minute
+	// StreamMaxAge is how long events are kept.
+	StreamMaxAge = 7 * 24 * time.Hour
+	// StreamMaxBytes caps the stream's size; the oldest events go first.
+	StreamMaxBytes = 1 << 30
+)
+
+// ErrNotConnected is returned (wrapped) by the publish methods while the
+// connection to NATS is down.
+var ErrNotConnected = errors.New("not connected to NATS")
+
+// Log attribute keys.
+const (
+	logKeyURL    = "nats_url"
+	logKeyErr    = "err"
+	logKeyCount  = "disconnects"
+	logKeyStream = "stream"
+)
+
+// ConnectOptions configure [Connect].
+type ConnectOptions struct {
+	// URL of the server, or several separated by commas.
+	URL string
+	// CredentialsFile is a NATS .creds file (user JWT and seed), read by path
+	// on every (re)connect. The caller resolves credential:NAME.
+	CredentialsFile string
+	// Name is the connection name the server shows, e.g. "dropship edge-01".
+	Name string
+	// Logger receives connection state changes; nil discards them.
+	Logger *slog.Logger
+	// OnStateChange, if set, is called with true when the connection comes
+	// up and false when it goes down (including on Close), in order, from
+	// one goroutine; it must not block. It is not called after Close
+	// returns.
+	OnStateChange func(connected bool)
+}
+
+// Bus is dropship's connection to NATS: durable publishing through JetStream
+// and best-effort publishing through core NATS. It is safe for concurrent
+// use.
+type Bus struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	onState func(bool)
+
+	disconnects atomic.Uint64
+	drops       atomic.Uint64
+	closing     atomic.Bool
+
+	mu sync.Mutex
+	up chan struct{} // closed while connected, replaced when the connection drops
+
+	closed    chan struct{} // closed by nats.go's closed callback: no callback follows
+	closeOnce sync.Once
+}
+
+// Connect returns a Bus connected to opts.URL. It does not wait for the
+// server: when the server is not reachable yet, Connect still succeeds, and
+// the connection comes up by itself once the server does (so do later
+// reconnects, forever). Until then the publish methods fail with
+// [ErrNotConnected]; [Bus.WaitConnected] waits for the connection. Messages
+// are never buffered while disconnected (nats.go's reconnect buffer is off),
+// so nothing is sent late behind the caller's back. ctx bounds only the setup;
+// the connection lives until [Bus.Close].
+func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
+	}
+	if opts.URL == "" {
+		return nil, errors.New("connect to NATS: no server URL")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Bus{
+		log:     log.With(logKeyURL, redactURLs(opts.URL)),
+		onState: opts.OnStateChange,
+		up:      make(chan struct{}),
+		closed:  make(chan struct{}),
+	}
+	nopts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(reconnectWait),
+		nats.ReconnectJitter(reconnectJitter, reconnectJitter),
+		nats.ReconnectBufSize(-1),
+		nats.IgnoreAuthErrorAbort(),
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
+		nats.FlusherTimeout(flusherTimeout),
+		nats.DrainTimeout(closeTimeout),
+		nats.ConnectHandler(b.onConnect),
+		nats.ReconnectHandler(b.onConnect),
+		nats.DisconnectErrHandler(b.onDisconnect),
+		nats.ReconnectErrHandler(b.onReconnectErr()),
+		nats.ClosedHandler(b.onClosed),
+		nats.ErrorHandler(b.onAsyncErr),
+	}
+	if opts.CredentialsFile != "" {
+		if err := checkCredentials(opts.CredentialsFile); err != nil {
+			return nil, err
+		}
+		nopts = append(nopts, nats.UserCredentials(opts.CredentialsFile))
+	}
+	nc, err := nats.Connect(opts.URL, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(opts.URL), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("connect to NATS at %s: jetstream: %w", redactURLs(opts.URL), err)
+	}
+	b.nc, b.js = nc, js
+	if !nc.IsConnected() {
+		b.log.Warn("not connected to NATS yet; retrying in the background")
+	}
+	return b, nil
+}
+
+// checkCredentials reads a .creds file once, so that a missing or malformed
+// file is reported at startup rather than as endless reconnect failures.
+// nats.go reads it again on every connect.
+func checkCredentials(path string) error {
+	contents, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("NATS credentials file: %w; check nats.credentials_file", err)
+	}
+	defer clear(contents)
+	kp, err := nkeys.ParseDecoratedNKey(contents) // as nats.go does
+	if err != nil {
+		return fmt.Errorf("NATS credentials file %s: %w; check nats.credentials_file", path, err)
+	}
+	kp.Wipe()
+	return nil
+}
+
+func (b *Bus) onConnect(nc *nats.Conn) {
+	b.log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
+	b.setUp(true)
+}
+
+func (b *Bus) onDisconnect(_ *nats.Conn, err error) {
+	if b.closing.Load() {
+		return
+	}
+	n := b.disconnects.Add(1)
+	b.log.Warn("disconnected from NATS; reconnecting", logKeyErr, err, logKeyCount, n)
+	b.setUp(false)
+}
+
+// onReconnectErr logs failed reconnect attempts, at Warn when the reason
+// changes (e.g. an authorization error), at Debug when it repeats.
+func (b *Bus) onReconnectErr() nats.ConnErrHandler {
+	var last string // only touched from nats.go's callback goroutine
+	return func(_ *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		msg := err.Error()
+		level := slog.LevelDebug
+		if msg != last {
+			level = slog.LevelWarn
+			last = msg
+		}
+		b.log.Log(context.Background(), level, "NATS reconnect attempt failed", logKeyErr, err)
+	}
+}
+
+func (b *Bus) onClosed(*nats.Conn) {
+	b.log.Debug("NATS connection closed")
+	b.setUp(false)
+	close(b.closed)
+}
+
+func (b *Bus) onAsyncErr(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if sub != nil {
+		b.log.Warn("NATS error", "subscription", sub.Subject, logKeyErr, err)
+		return
+	}
+	b.log.Warn("NATS error", logKeyErr, err)
+}
+
+// setUp records the connection state reported by nats.go's callbacks, which
+// all run on one goroutine, and tells OnStateChange when it changed.
+func (b *Bus) setUp(connected bool) {
+	b.mu.Lock()
+	var was bool
+	select {
+	case <-b.up:
+		was = true
+		if !connected {
+			b.up = make(chan struct{})
+		}
+	default:
+		if connected {
+			close(b.up)
+		}
+	}
+	b.mu.Unlock()
+	if b.onState != nil && was != connected {
+		b.onState(connected)
+	}
+}
+
+// Conn is the underlying connection, for subscribers and the control
+// service. Do not close it; close the Bus.
+func (b *Bus) Conn() *nats.Conn { return b.nc }
+
+// Connected reports whether the connection is up now.
+func (b *Bus) Connected() bool { return b.nc.IsConnected() }
+
+// Disconnects counts the times an established connection was lost.
+func (b *Bus) Disconnects() uint64 { return b.disconnects.Load() }
+
+// Drops counts best-effort events that were not sent.
+func (b *Bus) Drops() uint64 { return b.drops.Load() }
+
+// WaitConnected returns nil once the connection is up, or ctx's error.
+func (b *Bus) WaitConnected(ctx context.Context) error {
+	for !b.nc.IsConnected() {
+		b.mu.Lock()
+		up := b.up
+		b.mu.Unlock()
+		select {
+		case <-up:
+			// The callback may lag behind the connection state; if it
+			// says up but the connection is down again, wait a moment
+			// for the disconnect callback instead of spinning.
+			if !b.nc.IsConnected() {
+				select {
+				case <-time.After(10 * time.Millisecond):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		case <-b.closed:
+			return nats.ErrConnectionClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// EnsureStream makes sure the JetStream stream name exists and captures
+// subjects. A missing stream is created with file storage, limits retention
+// (kept [StreamMaxAge], at most [StreamMaxBytes], oldest discarded first), a
+// duplicate window of [StreamDuplicateWindow] and one replica. An existing
+// stream keeps its settings (an operator may have tuned them); subjects it
+// does not capture yet are added to it.
+func (b *Bus) EnsureStream(ctx context.Context, name string, subjects []string) error {
+	stream, err := b.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = b.js.CreateStream(ctx, streamConfig(name, subjects))
+		if err != nil {
+			return fmt.Errorf("create JetStream stream %s for %s: %w", name, strings.Join(subjects, " "), err)
+		}
+		b.log.Info("created JetStream stream", logKeyStream, name, "subjects", subjects)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look up JetStream stream %s: %w", name, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if cfg.Duplicates < StreamDuplicateWindow {
+		b.log.Warn("JetStream stream remembers message ids for a short time: events republished after a longer outage may be stored twice",
+			logKeyStream, name, "duplicate_window", cfg.Duplicates, "recommended", StreamDuplicateWindow)
+	}
+	var missing []string
+	for _, s := range subjects {
+		if !slices.ContainsFunc(cfg.Subjects, func(have string) bool { return subjectCovers(have, s) }) {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	cfg.Subjects = append(cfg.Subjects, missing...)
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("add subjects %s to JetStream stream %s: %w", strings.Join(missing, " "), name, err)
+	}
+	b.log.Info("added subjects to JetStream stream", logKeyStream, name, "subjects", missing)
+	return nil
+}
+
+func streamConfig(name string, subjects []string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: "dropship transfer and agent lifecycle events (CloudEvents)",
+		Subjects:    slices.Clone(subjects),
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      StreamMaxAge,
+		MaxBytes:    StreamMaxBytes,
+		Duplicates:  StreamDuplicateWindow,
+		Replicas:    1,
+	}
+}
+
+// subjectCovers reports whether every subject matching sub also matches
+// pattern.
+func subjectCovers(pattern, sub string) bool {
+	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
+	for i, p := range pt {
+		if p == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) {
+			return false
+		}
+		if p != "*" && p != st[i] {
+			return false
+		}
+	}
+	return len(pt) == len(st)
+}
+
+// PublishDurable publishes ev through JetStream and waits for the stream's
+// acknowledgement. A nil error means the event is stored; an ack that says
+// the id was already stored (a republished event) counts as stored too. Any
+// other outcome is an error, and the caller keeps the event to try again:
+// while disconnected it fails at once with [ErrNotConnected]; otherwise it
+// waits at most until ctx is done (5 seconds when ctx has no deadline). A
+// connection lost while waiting for the ack is not reported early: nats.go
+// lets the request run to its deadline. The event may then have been stored
+// all the same; republishing it is safe.
+func (b *Bus) PublishDurable(ctx context.Context, ev Event) error {
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("publish %s event %s: %w", ev.Type, ev.ID, ErrNotConnected)
+	}
+	msg, err := b.message(ev)
+	if err != nil {
+		return err
+	}
+	ack, err := b.js.PublishMsg(ctx, msg)
+	if errors.Is(err, nats.ErrReconnectBufExceeded) {
+		err = ErrNotConnected // the connection dropped since the check above
+	}
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return fmt.Errorf("publish %s event %s on %s: no JetStream stream answered: create a stream for this subject or set nats.auto_create_stream: %w",
+			ev.Type, ev.ID, ev.NATSSubject, err)
+	}
+	if err != nil {
+		return fmt.Errorf("publish %s event %s on %s: %w", ev.Type, ev.ID, ev.NATSSubject, err)
+	}
+	if ack.Duplicate {
+		b.log.Debug("JetStream already had the event", "id", ev.ID, logKeyStream, ack.Stream, "seq", ack.Sequence)
+	}
+	return nil
+}
+
+// PublishBestEffort publishes ev through core NATS without waiting for
+// anything. When the connection is down the event is dropped (counted in
+// [Bus.Drops]) and an error wrapping [ErrNotConnected] is returned; it never
+// waits for a reconnect. Only a connected but stuck socket can hold it, for at
+// most a few seconds (the connection's write timeout), after which the
+// connection is dropped and reconnected.
+func (b *Bus) PublishBestEffort(ev Event) error {
+	if !b.nc.IsConnected() {
+		b.drops.Add(1)
+		return fmt.Errorf("publish %s event %s: %w", ev.Type, ev.ID, ErrNotConnected)
+	}
+	msg, err := b.message(ev)
+	if err != nil {
+		b.drops.Add(1)
+		return err
+	}
+	if err := b.nc.PublishMsg(msg); err != nil {
+		b.drops.Add(1)
+		if errors.Is(err, nats.ErrReconnectBufExceeded) {
+			err = ErrNotConnected
+		}
+		return fmt.Errorf("publish %s event %s on %s: %w", ev.Type, ev.ID, ev.NATSSubject, err)
+	}
+	return nil
+}
+
+func (b *Bus) message(ev Event) (*nats.Msg, error) {
+	if ev.NATSSubject == "" || ev.ID == "" {
+		return nil, fmt.Errorf("publish %s event %q: event has no subject or id", ev.Type, ev.ID)
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s event %s: %w", ev.Type, ev.ID, err)
+	}
+	msg := nats.NewMsg(ev.NATSSubject)
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	msg.Header.Set("Content-Type", StructuredContentType)
+	msg.Data = data
+	return msg, nil
+}
+
+// Replay calls fn, in order, for every event stored in stream on subjects
+// during the last since (all of them when since <= 0), and returns once it
+// has delivered what the stream held when Replay started. Messages that are
+// not dropship events are skipped. It uses an ephemeral ordered consumer and
+// acknowledges nothing.
+func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, since time.Duration, fn func(Event)) error {
+	s, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+	}
+	state := s.CachedInfo().State
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if since > 0 {
+		start := time.Now().Add(-since)
+		if state.LastTime.Before(start) {
+			return nil
+		}
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	if state.Msgs == 0 {
+		return nil
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+	}
+	defer it.Stop()
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		return nil
+	}
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+		}
+		if ev, err := Parse(m.Data()); err != nil {
+			b.log.Warn("skipping a message that is not a dropship event", logKeyStream, stream, "subject", m.Subject(), logKeyErr, err)
+		} else {
+			ev.NATSSubject = m.Subject()
+			fn(ev)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+		}
+		if md.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// Close drains the connection (pending messages are flushed, subscriptions
+// finish their handlers) within a few seconds, then closes it and waits
+// until nats.go's callbacks are done. It is safe to call more than once.
+func (b *Bus) Close() {
+	b.closeOnce.Do(func() {
+		b.closing.Store(true)
+		if err := b.nc.Drain(); err != nil {
+			b.nc.Close()
+		}
+		select {
+		case <-b.closed:
+		case <-time.After(closeTimeout + time.Second):
+			b.nc.Close()
+			select {
+			case <-b.closed:
+			case <-time.After(time.Second):
+				b.log.Warn("NATS connection did not report closing in time")
+			}
+		}
+	})
+}
+
+// redactURLs returns the comma-separated server URLs in s with any password
+// replaced, for logs and errors.
+func redactURLs(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			if _, hasPass := u.User.Password(); hasPass {
+				p = u.Redacted()
+			} else {
+				// A lone user part is a token: hide it too.
+				u.User = url.User("xxxxx")
+				p = u.String()
+			}
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
+}

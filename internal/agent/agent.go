@@ -84,7 +84,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 	}
 	return &Agent{
 		opts:      opts,
-		logger:    opts.Logger,
+		logger:    opts.Logger.With(keyComponent, "agent"),
 		cfg:       cfg,
 		subj:      events.Subjects{Prefix: cfg.NATS.SubjectPrefix, Agent: cfg.Agent.Name},
 		targets:   map[string]*target{},
@@ -270,7 +270,7 @@ func (a *Agent) startEvents(ctx context.Context) error {
 		emb, err := events.StartEmbedded(events.EmbeddedConfig{
 			Listen:   cfg.NATS.EmbeddedListen,
 			StoreDir: filepath.Join(cfg.Agent.StateDir, "nats"),
-			Logger:   a.logger.With("component", "nats-server"),
+			Logger:   a.opts.Logger.With(keyComponent, "nats-server"),
 		})
 		if err != nil {
 			return err
@@ -289,7 +289,7 @@ func (a *Agent) startEvents(ctx context.Context) error {
 		URL:             url,
 		CredentialsFile: creds,
 		Name:            "dropship " + cfg.Agent.Name,
-		Logger:          a.logger.With("component", "nats"),
+		Logger:          a.opts.Logger.With(keyComponent, "nats"),
 	})
 	if err != nil {
 		return err
@@ -326,7 +326,7 @@ func (a *Agent) closeEvents() {
 func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Options {
 	name, host, port := t.Name, t.Host, t.Port
 	return transfer.Options{
-		Logger:     a.logger.With("component", "transfer"),
+		Logger:     a.opts.Logger.With(keyComponent, "transfer"),
 		ControlDir: a.controlDir(),
 		Atomic:     t.Atomic,
 		SSH:        a.opts.SSH,

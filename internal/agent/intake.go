@@ -37,7 +37,7 @@ func (a *Agent) startWatch(cfg config.Watch) (*watch, error) {
 		ReadyMarker:    cfg.ReadyMarker,
 		FollowSymlinks: cfg.FollowSymlinks,
 		Skip:           skip,
-		Logger:         a.logger.With("component", "watcher", "watch", cfg.Path),
+		Logger:         a.opts.Logger.With(keyComponent, "watcher", "watch", cfg.Path),
 	})
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (a *Agent) startWatch(cfg config.Watch) (*watch, error) {
 	go func() {
 		defer ws.wg.Done()
 		for err := range w.Errors() {
-			a.logger.Warn("watcher", "watch", cfg.Path, "err", err)
+			a.logger.Warn("watch problem", "watch", cfg.Path, keyErr, err)
 			var we *watcher.Error
 			if errors.As(err, &we) {
 				a.watchProblem(cfg.Path, we)
@@ -166,13 +166,13 @@ func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
 	a.recs[key] = r
 	t := a.targets[r.Target]
 	if t == nil {
-		a.logger.Warn("file queued for a target that is not configured; it waits", "file", f.Path, "target", r.Target)
+		a.logger.Warn("file queued for a target that is not configured; it waits", keyTransferID, r.ID, keyFile, f.Path, keyTarget, r.Target)
 		return &journal.Op{Put: r}
 	}
 	ev := a.transferEvent(t, r, stateQueued, time.Time{}, time.Time{}, nil, nil)
 	r.EventIDs = append(r.EventIDs, ev.ID)
 	t.enqueue(key)
-	a.logger.Debug("queued", "file", f.Path, "target", t.name, "reason", f.Reason)
+	a.logger.Info("queued", keyTransferID, r.ID, keyFile, f.Path, keyTarget, t.name, "reason", f.Reason)
 	return &journal.Op{Put: r, Events: []journal.Event{ev}}
 }
 

@@ -70,7 +70,7 @@ func (a *Agent) finish(keys []string) {
 			continue
 		}
 		if err != nil {
-			a.logger.Error("post-processing failed; will try again", "file", rec.Path, "after", w.After, "err", err)
+			a.logger.Error("post-processing failed; will try again", keyTransferID, rec.ID, keyFile, rec.Path, "after", w.After, keyErr, err)
 			a.mu.Lock()
 			a.postq = append(a.postq, key)
 			a.mu.Unlock()
@@ -99,7 +99,7 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		return nil, err
 	}
 	if id := identityOf(fi); !rec.SameFile(id.size, id.mtime, id.dev, id.inode) {
-		a.logger.Warn("file changed after it was sent; not archiving it, sending the new version", "file", rec.Path)
+		a.logger.Warn("file changed after it was sent; not archiving it, sending the new version", keyTransferID, rec.ID, keyFile, rec.Path)
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		r := *rec

@@ -389,6 +389,7 @@ func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	rec.State = journal.Sent
 	rec.LastClass, rec.LastError = "", ""
 	a.metrics.outcome(t.name, string(stateCompleted), rec.Size, r.End.Sub(r.Start))
+	a.logger.Info("delivered", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name, "remote", j.item.RemotePath(), "bytes", rec.Size, "attempt", rec.Attempts)
 	ev := a.transferEvent(t, &rec, stateCompleted, r.Start, r.End, nil, nil)
 	rec.EventIDs = append(rec.EventIDs, ev.ID)
 	a.recs[rec.Key] = &rec
@@ -455,7 +456,7 @@ func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, co
 	rec.EventIDs = append(rec.EventIDs, ev.ID)
 	a.recs[rec.Key] = &rec
 	ops = append(ops, journal.Op{Put: &rec, Events: []journal.Event{ev}})
-	a.logger.Warn("transfer failed", "file", rec.Path, "target", t.name, "class", class, "attempt", rec.Attempts, "outcome", state, "err", r.Err)
+	a.logger.Warn("transfer failed", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name, keyClass, class, "attempt", rec.Attempts, "outcome", state, keyErr, r.Err)
 	if rec.State == journal.Failed && !class.TargetWide() && w != nil && w.FailedDir != "" {
 		a.postq = append(a.postq, rec.Key)
 	}
@@ -488,7 +489,7 @@ func (a *Agent) localFailure(t *target, w *config.Watch, rec *journal.Record, er
 	ev := a.transferEvent(t, &r, state, now, now, cause, next)
 	r.EventIDs = append(r.EventIDs, started.ID, ev.ID)
 	a.recs[r.Key] = &r
-	a.logger.Warn("cannot read file", "file", r.Path, "err", err, "attempt", r.Attempts)
+	a.logger.Warn("cannot read file", keyTransferID, r.ID, keyFile, r.Path, keyErr, err, "attempt", r.Attempts)
 	return &journal.Op{Put: &r, Events: []journal.Event{started, ev}}
 }
 
@@ -498,7 +499,7 @@ func (a *Agent) vanished(t *target, rec *journal.Record) *journal.Op {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.recs, rec.Key)
-	a.logger.Warn("file disappeared before it was sent", "file", rec.Path, "target", t.name)
+	a.logger.Warn("file disappeared before it was sent", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name)
 	return &journal.Op{Delete: rec.Key}
 }
 
@@ -532,7 +533,7 @@ func (a *Agent) targetFailed(t *target, class transfer.Class, err error) {
 	}
 	if t.failClass == "" {
 		t.failSince = time.Now()
-		a.logger.Error("target failing: holding its queue", "target", t.name, "class", class, "err", err)
+		a.logger.Error("target failing: holding its queue", keyTarget, t.name, keyClass, class, keyErr, err)
 	}
 	t.failClass = class
 	t.failMsg = err.Error()
@@ -550,7 +551,7 @@ func (a *Agent) targetRecovered(t *target) {
 	if t.failClass == "" {
 		return
 	}
-	a.logger.Info("target works again", "target", t.name, "was", t.failClass, "for", time.Since(t.failSince).Round(time.Second))
+	a.logger.Info("target works again", keyTarget, t.name, "was", t.failClass, "for", time.Since(t.failSince).Round(time.Second))
 	t.failClass, t.failMsg, t.failures = "", "", 0
 	t.retryAt = time.Time{}
 	a.releaseHeld(t)

@@ -136,7 +136,9 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 	}
 	// Its own session with the pty as controlling terminal: without it ssh
 	// cannot prompt (it would send empty passwords) and scp shows no meter.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: ctty}
+	// Pdeathsig: if the agent dies (kill -9), its clients die with it
+	// instead of finishing an upload the restarted agent sends again.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: ctty, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		if stdinW != nil {
 			stdinW.Close()

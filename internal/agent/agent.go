@@ -62,7 +62,8 @@ type Agent struct {
 	watchErrs   map[string]*watcher.Error  // last operational problem per watch
 	writer      *journalWriter
 	ctlDir      string
-	publishLogs atomic.Bool // nats.publish_logs of the running configuration
+	publishLogs atomic.Bool
+	streamReady atomic.Bool // the lifecycle stream is known to exist // nats.publish_logs of the running configuration
 	writerDone  chan struct{}
 	startedAt   time.Time
 	workers     sync.WaitGroup
@@ -295,13 +296,8 @@ func (a *Agent) startEvents(ctx context.Context) error {
 		return err
 	}
 	a.bus = bus
-	if a.emb != nil || cfg.NATS.AutoCreateStream {
-		ensure := func() error {
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			return bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix))
-		}
-		if err := ensure(); err != nil {
+	if a.ownsStream() {
+		if err := a.ensureStream(ctx, 10*time.Second); err != nil {
 			if a.emb != nil {
 				return fmt.Errorf("create stream %s on the embedded server: %w", cfg.NATS.Stream, err)
 			}
@@ -310,6 +306,30 @@ func (a *Agent) startEvents(ctx context.Context) error {
 			a.logger.Warn("could not create the event stream yet; will retry", "stream", cfg.NATS.Stream, "err", err)
 		}
 	}
+	return nil
+}
+
+// ownsStream says whether the agent creates the lifecycle stream: always with
+// the embedded server, with an external one when auto_create_stream is set.
+func (a *Agent) ownsStream() bool { return a.emb != nil || a.config().NATS.AutoCreateStream }
+
+// config is the running configuration.
+func (a *Agent) config() *config.Config {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg
+}
+
+// ensureStream creates or completes the lifecycle stream and remembers that
+// it exists.
+func (a *Agent) ensureStream(ctx context.Context, timeout time.Duration) error {
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cfg := a.config()
+	if err := a.bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix)); err != nil {
+		return err
+	}
+	a.streamReady.Store(true)
 	return nil
 }
 

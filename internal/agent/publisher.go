@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -110,6 +111,12 @@ func (p *publisher) drain() (int, error) {
 	entries, err := p.a.journal.Outbox(publishBatch)
 	if err != nil || len(entries) == 0 {
 		return 0, err
+	}
+	if p.a.ownsStream() && !p.a.streamReady.Load() {
+		// The external server was not there when the agent started.
+		if err := p.a.ensureStream(context.Background(), publishTimeout); err != nil {
+			return 0, fmt.Errorf("create stream %s: %w", p.a.config().NATS.Stream, err)
+		}
 	}
 	var acked []uint64
 	defer func() { _ = p.a.journal.Ack(acked...) }()

@@ -297,6 +297,7 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 	}
 	a.commit(ops...)
 	a.postProcess(done)
+	a.sweep() // failed_dir moves of files that just failed for good
 	a.release(batch)
 }
 

@@ -154,8 +154,10 @@ func (a *Agent) readiness() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for path, e := range a.watchErrs {
-		switch e.Kind {
-		case watcher.KindRootGone, watcher.KindUnreadableDir, watcher.KindWatchLimit:
+		// Only a missing root stops a watch; the watcher clears it when
+		// the root is back. Watch-limit and unreadable folders degrade to
+		// polling and show in logs and dropship_watch_problems_total.
+		if e.Kind == watcher.KindRootGone {
 			problems = append(problems, "watch "+path+": "+e.Error())
 		}
 	}

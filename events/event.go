@@ -74,7 +74,7 @@ type TargetRef struct {
 
 // ErrorInfo describes why an attempt failed.
 type ErrorInfo struct {
-	Class     string `json:"class"`     // a stable machine-readable class, e.g. "auth", "host_key", "network"
+	Class     string `json:"class"`     // a stable machine-readable class, e.g. "auth", "hostkey-changed", "connect-timeout" (docs/events.md lists them)
 	Message   string `json:"message"`   // for people; never a secret
 	Retryable bool   `json:"retryable"` // whether dropship would (or did) try again
 }

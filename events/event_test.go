@@ -74,7 +74,7 @@ func goldenEvents(t *testing.T) map[string]Event {
 	retrying.FinishedAt = at(16*time.Second + 250*time.Millisecond)
 	retrying.DurationSeconds = 15.25
 	retrying.ExitCode = exitCode(255)
-	retrying.Error = &ErrorInfo{Class: "network", Message: "ssh: connect to host sftp.acme.example port 22: Connection timed out", Retryable: true}
+	retrying.Error = &ErrorInfo{Class: "connect-timeout", Message: "ssh: connect to host sftp.acme.example port 22: Connection timed out", Retryable: true}
 	retrying.NextAttemptAt = at(21*time.Second + 250*time.Millisecond) // retry_backoff 5s
 	add(NewTransfer(s, TransferRetrying, retrying))
 
@@ -289,7 +289,7 @@ func TestNewAssignsFreshSortableIDs(t *testing.T) {
 
 func TestNewTransferChecksErrorInfo(t *testing.T) {
 	withErr := goldenTransfer(1)
-	withErr.Error = &ErrorInfo{Class: "network", Message: "boom"}
+	withErr.Error = &ErrorInfo{Class: "connect-timeout", Message: "boom"}
 	for _, tc := range []struct {
 		state TransferState
 		d     Transfer

@@ -2,132 +2,185 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/config"
 )
 
+// connectWait bounds how long `dropship events` waits for the NATS server.
+const connectWait = 5 * time.Second
+
+// eventsCmd is `dropship events`: a live view of events, with progress bars
+// on a terminal, or one CloudEvent per line with -json. docs/events.md
+// describes it.
 func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("events", "[-c FILE | -nats URL] [-agent A] [-target T] [-type TYPE] [-json] [-since DURATION]", stderr)
+	fs := newFlags("events", "[-c FILE | -nats URL] [-agent A] [-target T] [-type TYPE] [-json] [-since DURATION] [-stream NAME]", stderr)
 	var n natsFlags
 	n.register(fs)
+	fs.Lookup("agent").Usage = "only events of this agent `name` (default: every agent)"
 	target := fs.String("target", "", "only events of this target `name`")
-	typ := fs.String("type", "", "only these events: all, transfer, progress, log, agent, or a state such as completed")
-	asJSON := fs.Bool("json", false, "print one CloudEvent per line (JSON), for scripts")
-	since := fs.Duration("since", 0, "first replay stored lifecycle events of the last `DURATION` (e.g. 1h)")
+	typ := fs.String("type", "", "only these `events`: all, transfer, progress, log, agent, a transfer state such as completed, or agent.<state>\n(default: transfer lifecycle and agent events)")
+	asJSON := fs.Bool("json", false, "print one CloudEvent per line (JSON) and nothing else, for scripts")
+	since := fs.Duration("since", 0, "first replay the lifecycle and agent events stored in JetStream during the last `DURATION` (e.g. 1h),\nthen continue live")
+	fs.StringVar(&n.stream, "stream", "", "JetStream stream `name` to replay from (default: the config's nats.stream, or "+config.Default().NATS.Stream+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("events takes no arguments, got %q", fs.Args())
 	}
-	agentFilter := n.agent
+	if *since < 0 {
+		return usagef("-since %s: the duration must be positive", *since)
+	}
+	filter := events.Filter{Agent: n.agent, Target: *target, Type: *typ}
+	for opt, name := range map[string]string{"agent": filter.Agent, "target": filter.Target} {
+		if name == "" {
+			continue
+		}
+		if err := events.CheckToken(name); err != nil {
+			return usagef("-%s: %v", opt, err)
+		}
+	}
 	if err := n.resolve(stderr, false); err != nil {
 		return err
 	}
-	filter := events.Filter{Agent: agentFilter, Target: *target, Type: *typ}
-	subjects, err := filter.Subjects(n.prefix)
+	if n.stream == "" {
+		n.stream = config.Default().NATS.Stream
+	}
+	shown, err := filter.Subjects(n.prefix)
 	if err != nil {
 		return &usageError{err.Error()}
 	}
-	bus, err := events.Connect(ctx, events.ConnectOptions{URL: n.url, CredentialsFile: n.creds, Name: "dropship events"})
+
+	var term terminal
+	if !*asJSON {
+		term = openTerminal(stdout, os.Getenv)
+	}
+	plan, err := planSubscriptions(filter, n.prefix, shown, term != nil)
+	if err != nil {
+		return err
+	}
+	if !plan.bars {
+		term = nil
+	}
+	v := newView(viewOptions{
+		out:    stdout,
+		errOut: stderr,
+		json:   *asJSON,
+		term:   term,
+		style:  lineStyle{home: n.agent, loc: time.Local, color: term != nil && os.Getenv("NO_COLOR") == ""},
+		shown:  shown,
+		since:  *since,
+	})
+
+	f := newFeed()
+	bus, err := events.Connect(ctx, events.ConnectOptions{URL: n.url, CredentialsFile: n.creds, Name: "dropship events", OnStateChange: f.connState})
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, connectWait)
 	err = bus.WaitConnected(wctx)
 	cancel()
+	if ctx.Err() != nil {
+		return nil // interrupted while connecting
+	}
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (is the agent running? is -nats right?)", n.url, err)
 	}
-	out := newEventPrinter(stdout, *asJSON)
-	live := make(chan events.Event, 1024)
-	for _, s := range subjects {
-		sub, err := bus.Conn().Subscribe(s, func(m *nats.Msg) {
-			if ev, err := events.ParseMsg(m); err == nil {
-				select {
-				case live <- ev:
-				default:
-				}
-			}
-		})
-		if err != nil {
+	// Subscribe before replaying, so that nothing published meanwhile is
+	// missed; the view drops what it gets twice.
+	nc := bus.Conn()
+	for _, s := range plan.subscribe {
+		if _, err := nc.Subscribe(s, f.deliver); err != nil {
 			return fmt.Errorf("subscribe to %s: %w", s, err)
 		}
-		defer sub.Unsubscribe()
 	}
-	seen := map[string]bool{}
-	if *since > 0 {
-		cfgStream := "DROPSHIP_EVENTS"
-		if err := bus.Replay(ctx, cfgStream, subjects, *since, func(ev events.Event) {
-			seen[ev.ID] = true
-			out.print(ev)
-		}); err != nil {
-			fmt.Fprintln(stderr, "dropship: replay:", err)
-		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
+	fctx, cancel := context.WithTimeout(ctx, connectWait)
+	err = nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
 			return nil
-		case ev := <-live:
-			if seen[ev.ID] {
-				continue
+		}
+		return fmt.Errorf("subscribe to %s: %w", strings.Join(plan.subscribe, " "), err)
+	}
+	if !*asJSON {
+		fmt.Fprintf(stderr, "dropship events: showing %s from %s (Ctrl-C to stop)\n", strings.Join(shown, " "), bus.Conn().ConnectedUrlRedacted())
+	}
+
+	if *since > 0 {
+		if len(plan.replay) == 0 {
+			fmt.Fprintf(stderr, "dropship events: -since: progress and log events are not stored; nothing to replay\n")
+		} else if err := v.replay(ctx, bus, n.stream, plan.replay, *since); err != nil {
+			if ctx.Err() != nil {
+				return v.close()
 			}
-			out.print(ev)
+			return replayError(err, n.stream)
 		}
 	}
+	return v.run(ctx, f)
 }
 
-// eventPrinter prints events as lines for people or JSON for scripts.
-type eventPrinter struct {
-	w    io.Writer
-	json bool
-}
-
-func newEventPrinter(w io.Writer, asJSON bool) *eventPrinter {
-	return &eventPrinter{w: w, json: asJSON}
-}
-
-func (p *eventPrinter) print(ev events.Event) {
-	if p.json {
-		b, _ := json.Marshal(ev)
-		fmt.Fprintf(p.w, "%s\n", b)
-		return
+// replayError explains a failed replay.
+func replayError(err error, stream string) error {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("%w: is the stream name right? it is the config's nats.stream, or -stream", err)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("%w: this NATS server does not store events; -since needs the JetStream the agent publishes to (stream %s)", err, stream)
 	}
-	ts := ev.Time.Local().Format("15:04:05")
-	if st, ok := ev.TransferState(); ok {
-		d, err := ev.Transfer()
+	return err
+}
+
+// subscriptionPlan is what `dropship events` subscribes to.
+type subscriptionPlan struct {
+	subscribe []string // NATS subscriptions, which never overlap
+	replay    []string // subjects to replay from JetStream with -since
+	bars      bool     // progress bars are drawn
+}
+
+// planSubscriptions returns the subscriptions for showing the events on
+// shown (the filter's subjects). With bars (a terminal, no -json), it also
+// subscribes to the filter's progress and transfer lifecycle events whether
+// shown or not, to start, move and end the bars; it does so only when the
+// filter shows transfers at all.
+func planSubscriptions(f events.Filter, prefix string, shown []string, terminal bool) (subscriptionPlan, error) {
+	var p subscriptionPlan
+	lifecycle := events.AllLifecycle(prefix)
+	transfers := []string{lifecycle[0], prefix + ".*.*.progress"}
+	for _, s := range shown {
+		if matchesAny(lifecycle, s) {
+			p.replay = append(p.replay, s)
+		}
+		if terminal && slices.ContainsFunc(transfers, func(t string) bool { return subjectCovers(t, s) }) {
+			p.bars = true
+		}
+	}
+	if !p.bars {
+		p.subscribe = shown
+		return p, nil
+	}
+	for _, typ := range []string{"transfer", "progress"} {
+		s, err := events.Filter{Agent: f.Agent, Target: f.Target, Type: typ}.Subjects(prefix)
 		if err != nil {
-			return
+			return p, &usageError{err.Error()}
 		}
-		line := fmt.Sprintf("%s %-9s %s %s -> %s:%s", ts, st, d.Agent, d.LocalPath, d.Target.Name, d.RemotePath)
-		switch {
-		case d.Error != nil:
-			line += fmt.Sprintf(" [%s] %s", d.Error.Class, d.Error.Message)
-		case st == events.TransferCompleted:
-			line += fmt.Sprintf(" (%d bytes in %.1fs)", d.SizeBytes, d.DurationSeconds)
+		p.subscribe = append(p.subscribe, s...)
+	}
+	for _, s := range shown {
+		if !slices.ContainsFunc(p.subscribe, func(have string) bool { return subjectCovers(have, s) }) {
+			p.subscribe = append(p.subscribe, s)
 		}
-		fmt.Fprintln(p.w, line)
-		return
 	}
-	if st, ok := ev.AgentState(); ok {
-		d, _ := ev.Agent()
-		fmt.Fprintf(p.w, "%s agent %-8s %s %s\n", ts, st, d.Agent, d.Message)
-		return
-	}
-	switch ev.Type {
-	case events.TypeLog:
-		d, _ := ev.Log()
-		fmt.Fprintf(p.w, "%s log       %s %s\n", ts, d.Target.Name, d.Line)
-	case events.TypeProgress:
-		d, _ := ev.Progress()
-		fmt.Fprintf(p.w, "%s progress  %s %3d%% %d/%d bytes\n", ts, d.LocalPath, d.Percent, d.BytesSent, d.SizeBytes)
-	}
+	return p, nil
 }

@@ -19,9 +19,10 @@ import (
 )
 
 // natsFlags are the flags that find a NATS server and an agent: a config
-// file, or -nats and -agent given directly.
+// file, or -nats and -agent given directly. stream has no flag here;
+// commands that need it register their own.
 type natsFlags struct {
-	file, url, agent, prefix, creds string
+	file, url, agent, prefix, creds, stream string
 }
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
@@ -59,6 +60,9 @@ func (n *natsFlags) resolve(stderr io.Writer, needAgent bool) error {
 	}
 	if n.prefix == "" {
 		n.prefix = cfg.NATS.SubjectPrefix
+	}
+	if n.stream == "" {
+		n.stream = cfg.NATS.Stream
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -33,7 +34,12 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, tc := range cfg.Targets {
 		if err := checkTarget(ctx, cfg, tc.Name, tc.RemoteDir); err != nil {
 			failed++
-			fmt.Fprintf(stdout, "target %s: FAILED (%s): %v\n", tc.Name, transfer.ClassOf(err), err)
+			msg := err.Error()
+			var te *transfer.Error
+			if errors.As(err, &te) {
+				msg = te.Message
+			}
+			fmt.Fprintf(stdout, "target %s: FAILED (%s): %s\n", tc.Name, transfer.ClassOf(err), msg)
 			continue
 		}
 		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir)

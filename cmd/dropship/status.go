@@ -47,10 +47,7 @@ func (n *natsFlags) resolve(stderr io.Writer, needAgent bool) error {
 		cfg = config.Default()
 	}
 	if n.url == "" {
-		n.url = cfg.NATS.URL
-		if n.url == "" {
-			n.url = "nats://" + cfg.NATS.EmbeddedListen
-		}
+		n.url = agent.NATSURL(cfg)
 		if n.creds == "" && cfg.NATS.CredentialsFile != "" {
 			n.creds, _ = config.SecretPath(cfg.NATS.CredentialsFile)
 		}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,6 +279,11 @@ func (a *Agent) startEvents(ctx context.Context) error {
 		}
 		a.emb = emb
 		url = emb.ClientURL()
+		// With port 0 nobody else knows where it listens: say it for
+		// `dropship status`, `events` and `send` (see EmbeddedURL).
+		if err := os.WriteFile(embeddedURLFile(cfg), []byte(url+"\n"), 0o644); err != nil {
+			a.logger.Warn("cannot record the embedded NATS address", keyErr, err)
+		}
 	}
 	creds := cfg.NATS.CredentialsFile
 	if creds != "" {
@@ -339,7 +345,28 @@ func (a *Agent) closeEvents() {
 	}
 	if a.emb != nil {
 		a.emb.Close()
+		_ = os.Remove(embeddedURLFile(a.cfg))
 	}
+}
+
+// embeddedURLFile is where a running agent records its embedded server's URL.
+func embeddedURLFile(cfg *config.Config) string {
+	return filepath.Join(cfg.Agent.StateDir, "nats.url")
+}
+
+// NATSURL is where the agent of cfg publishes: nats.url, or its embedded
+// server, whose address a running agent records under state_dir when
+// embedded_listen picks a free port.
+func NATSURL(cfg *config.Config) string {
+	if cfg.NATS.URL != "" {
+		return cfg.NATS.URL
+	}
+	if b, err := os.ReadFile(embeddedURLFile(cfg)); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			return u
+		}
+	}
+	return "nats://" + cfg.NATS.EmbeddedListen
 }
 
 // clientOptions are the transfer options for a target.

@@ -170,6 +170,10 @@ func (a *Agent) Status() Status {
 // It returns how many were queued.
 func (a *Agent) Retry(r RetryRequest) int {
 	a.mu.Lock()
+	// Secret files are read again, so a fixed password counts at once.
+	if err := a.applyConfig(a.cfg); err != nil {
+		a.logger.Warn("retry: could not refresh the targets; using them as they are", keyErr, err)
+	}
 	var ops []journal.Op
 	for _, rec := range a.recs {
 		if a.sending[rec.Key] {

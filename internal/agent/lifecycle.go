@@ -63,15 +63,16 @@ func (a *Agent) resume() error {
 // on the old connection. Everything that can fail is prepared before anything
 // changes, so an error leaves the old configuration running. Called with a.mu.
 func (a *Agent) applyConfig(cfg *config.Config) error {
-	// Prepare new and changed targets.
+	// Prepare new and changed targets. Secret files are read again: a
+	// fixed password changes the target even when the config text does not.
 	fresh := map[string]*target{}
 	for _, tc := range cfg.Targets {
-		if old := a.targets[tc.Name]; old != nil && reflect.DeepEqual(old.cfg, tc) {
-			continue
-		}
 		tt, err := a.transferTarget(cfg, &tc)
 		if err != nil {
 			return fmt.Errorf("target %s: %w", tc.Name, err)
+		}
+		if old := a.targets[tc.Name]; old != nil && reflect.DeepEqual(old.cfg, tc) && reflect.DeepEqual(old.client.Target(), tt) {
+			continue
 		}
 		client, err := transfer.NewClient(tt, a.clientOptions(cfg, &tc))
 		if err != nil {
@@ -114,6 +115,9 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 		for range t.cfg.Connections {
 			go a.worker(t)
 		}
+		// Files held because the old target failed get a chance with the
+		// new settings.
+		a.releaseHeld(t)
 	}
 	// Queue what waits for each new target, oldest first.
 	var waiting []*journal.Record
@@ -183,17 +187,11 @@ func (a *Agent) reloadFile() {
 // unreadable secret, a watch folder that cannot be watched) is refused, and
 // the old configuration keeps running.
 func (a *Agent) reload(cfg *config.Config) {
+	// A target whose settings or secrets changed is replaced and starts
+	// afresh; one that did not change keeps its failing state and backoff,
+	// so a reload does not spend another login on an unchanged password.
 	a.mu.Lock()
 	err := a.applyConfig(cfg)
-	if err == nil {
-		// Fixed credentials or keys show at once: failing targets probe now.
-		for _, t := range a.targets {
-			if t.failClass != "" {
-				t.retryAt = time.Now()
-			}
-			t.poke()
-		}
-	}
 	a.mu.Unlock()
 	if err != nil {
 		a.logger.Error("reload refused; the previous configuration keeps running", "err", err)

@@ -80,7 +80,11 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := bus.PublishDurable(pctx, ev); err != nil {
-			opts.Logger.Warn("event not published", "state", state, "err", err)
+			// One failure is enough to know: do not hold up the files
+			// with a timeout per event.
+			opts.Logger.Warn("events are not published", "state", state, "err", err)
+			bus.Close()
+			bus = nil
 		}
 	}
 
@@ -102,7 +106,6 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 					TransferID: newID(), Attempt: 1, Agent: subj.Agent,
 					Target:    events.TargetRef{Name: tt.Name, Host: tt.Host, Port: tt.Port},
 					LocalPath: abs, RemotePath: results[i].RemotePath, SizeBytes: fi.Size(),
-					SHA256: fileSHA256(abs),
 				}
 				items = append(items, transfer.Item{ID: base[i].TransferID, Local: abs, RemoteDir: tc.RemoteDir, Rel: rel, Size: fi.Size()})
 				continue
@@ -121,7 +124,19 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 			publish(events.TransferStarted, d)
 		}
 	}
+	// Hash while sending: the page cache serves the second reader.
+	sums := make([]string, len(files))
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for i := range base {
+			if results[i].Err == nil {
+				sums[i] = fileSHA256(base[i].LocalPath)
+			}
+		}
+	}()
 	out := client.Upload(ctx, items, transfer.Observer{})
+	<-hashed
 	byID := map[string]transfer.Result{}
 	for _, r := range out {
 		byID[r.ID] = r
@@ -132,6 +147,13 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 		}
 		r := byID[base[i].TransferID]
 		d := base[i]
+		d.SHA256 = sums[i]
+		if r.Start.IsZero() {
+			r.Start = start
+		}
+		if r.End.IsZero() {
+			r.End = time.Now()
+		}
 		d.StartedAt, d.FinishedAt = &r.Start, &r.End
 		code := r.ExitCode
 		d.ExitCode = &code
@@ -157,10 +179,7 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 // sendBus connects to nats.url, or to a running agent's embedded server; nil
 // when neither answers (the send goes on without events).
 func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *events.Bus {
-	url := cfg.NATS.URL
-	if url == "" {
-		url = "nats://" + cfg.NATS.EmbeddedListen
-	}
+	url := NATSURL(cfg)
 	creds := ""
 	if cfg.NATS.CredentialsFile != "" {
 		creds, _ = config.SecretPath(cfg.NATS.CredentialsFile)
@@ -176,6 +195,13 @@ func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *even
 		logger.Warn("events are not published: NATS does not answer", "nats", url)
 		bus.Close()
 		return nil
+	}
+	if cfg.NATS.AutoCreateStream {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix)); err != nil {
+			logger.Warn("could not create the event stream", "stream", cfg.NATS.Stream, "err", err)
+		}
 	}
 	return bus
 }

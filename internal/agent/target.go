@@ -247,6 +247,7 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		byID[j.rec.ID] = j
 	}
 	logs := a.newLogStream(t)
+	batchStart := time.Now()
 	results := t.client.Upload(a.sendCtx, items, transfer.Observer{
 		Begin: func(id string) {
 			if j := byID[id]; j != nil && !j.began {
@@ -259,6 +260,16 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 	})
 	<-hashed
 	a.writer.flush()
+	batchEnd := time.Now()
+	for i := range results {
+		// A session that never came up times its files too.
+		if results[i].Start.IsZero() {
+			results[i].Start = batchStart
+		}
+		if results[i].End.IsZero() {
+			results[i].End = batchEnd
+		}
+	}
 
 	// When the session failed before any file began (a refused login, a
 	// refused connection), the first file carries the attempt and its

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -580,14 +581,39 @@ func TestRefusedSSHOptions(t *testing.T) {
 	}
 }
 
-// example reads the shipped agent.toml.example.
+// example reads the shipped agent.toml.example with its example [[target]]
+// and [[watch]] uncommented: as shipped they are commented out ("#key = …")
+// so that the file passes `dropship check` on any machine.
 func example(t *testing.T) string {
+	t.Helper()
+	return uncomment(shippedExample(t))
+}
+
+func shippedExample(t *testing.T) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "agent.toml.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+var commentedKey = regexp.MustCompile(`(?m)^#(\[\[|[a-z_]+ *= )`)
+
+func uncomment(src string) string { return commentedKey.ReplaceAllString(src, "$1") }
+
+// The file as shipped passes Load (and so `dropship check`) as it is.
+func TestExampleAsShippedLoads(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "..", "agent.toml.example"))
+	if err != nil {
+		t.Fatalf("agent.toml.example as shipped does not pass: %v", err)
+	}
+	if len(cfg.Targets) != 0 || len(cfg.Watches) != 0 {
+		t.Errorf("the shipped example should not send anything: %d targets, %d watches", len(cfg.Targets), len(cfg.Watches))
+	}
+	if !commentedKey.MatchString(shippedExample(t)) {
+		t.Error("no commented-out example [[target]]/[[watch]] keys found")
+	}
 }
 
 func TestExampleParses(t *testing.T) {

@@ -145,13 +145,22 @@ func masterArgs(t *Target, controlPath string) []string {
 	return append(args, "--", sshHost(t.Host))
 }
 
-// probeArgs is the argv of an ssh that only fetches the host key: it trusts
-// nothing, so ssh always shows the key and asks; the answer is always no.
-func probeArgs(t *Target) []string {
+// probeTarget is t as an ssh that only fetches the host key sees it: pinned
+// to a fingerprint no key has, so ssh always shows the key and asks and the
+// answer is always no, and without credentials. The session that runs
+// probeArgs must answer prompts for this target, not for t.
+func probeTarget(t *Target) Target {
 	p := *t
 	p.HostKey = "SHA256:probe"
 	p.Password = Secret{}
 	p.Passphrase = Secret{}
+	p.Identity = ""
+	return p
+}
+
+// probeArgs is the argv of an ssh for probeTarget(t).
+func probeArgs(t *Target) []string {
+	p := probeTarget(t)
 	args := []string{"-N", "-T", "-p", strconv.Itoa(t.Port)}
 	args = append(args, commonOptions(&p, "")...)
 	return append(args, "--", sshHost(t.Host))

@@ -143,11 +143,20 @@ var rules = []rule{
 		"the server cannot serve SFTP as configured; ask its administrator"},
 	{regexp.MustCompile(`No space left on device|Disk quota exceeded|^(scp: )?write remote ".*": Failure|^(scp: )?Couldn't write to remote file ".*": Failure|^(scp: )?close remote ".*": Failure`), ClassRemoteFull,
 		"the server failed the write (full disk or quota)"},
+	// sftp's `cd` of a folder that is not there ("stat remote: …") looks
+	// like its local stat error below: remote first.
+	{regexp.MustCompile(`(?i)^l?stat remote: .*no such file`), ClassRemotePath,
+		"the remote folder does not exist; check remote_dir"},
+	{regexp.MustCompile(`(?i)^l?stat remote: .*permission denied`), ClassRemotePermission,
+		"the server refused access; check the permissions of remote_dir for the target's user"},
 	{regexp.MustCompile(`^(scp: )?stat local ".*": |^stat [^"].*: |^(scp: )?local ".*" is not a regular file|^File ".*" not found\.$|^(scp: )?(open|read) local ".*": |^Couldn't (open|read from) local file`), ClassLocalFile,
 		"the local file could not be read"},
-	{regexp.MustCompile(`(dest open|remote rename|remote mkdir|Couldn't (canonicalize|stat remote file|rename file)|realpath|remote open|remote fsetstat|remote setstat|Can't change directory).*: ?Permission denied$|: Permission denied$`), ClassRemotePermission,
+	// sftp prints the server's own status message where it has one, and
+	// servers other than OpenSSH's word it their way ("lstat /x: no such
+	// file or directory" from Go's pkg/sftp): the endings match in any case.
+	{regexp.MustCompile(`(dest open|remote rename|remote mkdir|Couldn't (canonicalize|stat remote file|rename file)|realpath|remote open|remote fsetstat|remote setstat|Can't change directory).*: ?(?i:Permission denied)$|: Permission denied$`), ClassRemotePermission,
 		"the server refused the write; check the permissions of remote_dir for the target's user"},
-	{regexp.MustCompile(`(dest open|remote rename|remote mkdir|realpath|Can't change directory).*: ?No such file( or directory)?$|path canonicalization failed|is not a directory|: No such file or directory$`), ClassRemotePath,
+	{regexp.MustCompile(`(dest open|remote rename|remote mkdir|realpath|Can't change directory).*: ?(?i:No such file( or directory)?)$|path canonicalization failed|is not a directory|: No such file or directory$`), ClassRemotePath,
 		"the remote folder does not exist; check remote_dir"},
 	{regexp.MustCompile(`^Timeout, server .* not responding|Connection to .* closed by remote host|^(scp: )?lost connection|Broken pipe|Connection reset by peer|^client_loop: |^(scp: )?Connection closed$|^Connection closed\.?$|^Read from remote host .*: |^(scp: )?Couldn't send packet|packet_write_wait|Connection lost`), ClassLostConnection,
 		"the connection dropped"},

@@ -198,7 +198,7 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 	if res.err != nil {
 		sessionErr = res.err
 	} else if res.exitCode != 0 {
-		sessionErr = classify(res.lines, res.exitCode)
+		sessionErr = res.failure()
 	}
 	var leftovers []Item
 	for i := range results {
@@ -229,7 +229,10 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 			}
 		}
 	}
-	if len(leftovers) > 0 {
+	// A canceled upload (the agent is stopping) returns at once: the
+	// cleanup session could take up to its own login timeout, and the next
+	// attempt overwrites the temporary file anyway.
+	if len(leftovers) > 0 && ctx.Err() == nil {
 		c.cleanup(sock, leftovers)
 	}
 	return results
@@ -298,7 +301,7 @@ func (c *Client) Check(ctx context.Context, remoteDir string) error {
 		return res.err
 	}
 	if res.exitCode != 0 {
-		return classify(res.lines, res.exitCode)
+		return res.failure()
 	}
 	return nil
 }
@@ -437,9 +440,13 @@ func startMaster(c *Client, sock string) *master {
 		case res.err != nil:
 			m.err = res.err
 		default:
-			m.err = classify(res.lines, res.exitCode)
+			m.err = res.failure()
 		}
-		c.logger.Info("shared connection ended", "reason", m.err)
+		if ClassOf(m.err) == ClassCanceled {
+			c.logger.Debug("shared connection closed")
+		} else {
+			c.logger.Info("shared connection ended", "reason", m.err)
+		}
 	}()
 	go func() {
 		select {

@@ -25,11 +25,14 @@ func FetchHostKey(ctx context.Context, t Target, opts Options) (HostKey, error) 
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// The session answers for the probe, which refuses every key: with t,
+	// a correct pin would be accepted and ssh would log in.
+	probe := probeTarget(&t)
 	res, err := runSession(ctx, sessionSpec{
 		prog:         opts.SSH,
 		args:         probeArgs(&t),
 		loginTimeout: t.ConnectTimeout + loginSlack,
-		target:       &t,
+		target:       &probe,
 		scrub:        newScrubber(),
 		logger:       logger,
 		onLine:       opts.OnConnectionLine,

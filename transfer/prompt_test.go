@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if scenario := os.Getenv("DROPSHIP_FAKE_CLIENT"); scenario != "" {
 		os.Exit(fakeClient(scenario))
 	}
+	if frames := os.Getenv("DROPSHIP_FAKE_METER"); frames != "" {
+		os.Exit(fakeMeter(frames))
+	}
 	os.Exit(m.Run())
 }
 
@@ -49,6 +52,15 @@ func fakeClient(scenario string) int {
 	answers, _ := os.OpenFile(os.Getenv("DROPSHIP_FAKE_ANSWERS"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	in := bufio.NewReader(tty)
 	for _, prompt := range fakeScenarios[scenario] {
+		// Like readpassphrase(): echo off for secrets, flushing typed-ahead
+		// input, and only then the prompt (openbsd-compat/readpassphrase.c).
+		st, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
+		secret := !strings.Contains(prompt, "yes/no") && !strings.Contains(prompt, "Please type")
+		if secret {
+			quiet := *st
+			quiet.Lflag &^= unix.ECHO
+			_ = unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETSF, &quiet)
+		}
 		pieces := strings.Split(prompt, "|")
 		for i, p := range pieces {
 			if i > 0 {
@@ -58,14 +70,6 @@ func fakeClient(scenario string) int {
 				}
 			}
 			_, _ = tty.WriteString(p)
-		}
-		// Like readpassphrase(): echo off for secrets, flushing typed-ahead input.
-		st, _ := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
-		secret := !strings.Contains(prompt, "yes/no") && !strings.Contains(prompt, "Please type")
-		if secret {
-			quiet := *st
-			quiet.Lflag &^= unix.ECHO
-			_ = unix.IoctlSetTermios(int(tty.Fd()), unix.TCSETSF, &quiet)
 		}
 		line, err := in.ReadString('\n')
 		if secret {

@@ -225,11 +225,29 @@ func (t *tracker) echo(line string) (command, bool) {
 		return command{}, false
 	}
 	c := t.plan.commands[t.next]
-	if line[len("sftp> "):] != c.text {
+	if got := line[len("sftp> "):]; got != c.text && got != echoForm(c.text) {
 		return command{}, false
 	}
 	t.next++
 	return c, true
+}
+
+// echoForm is a command as sftp echoes it in batch mode under LC_ALL=C:
+// mprintf() (utf8.c) escapes every byte that is not printable ASCII, a tab,
+// a newline or a carriage return as a backslash and three octal digits, so
+// "ü" comes back as `\303\274`. Printable ASCII, backslashes included, is
+// echoed as it is.
+func echoForm(cmd string) string {
+	var b strings.Builder
+	for i := 0; i < len(cmd); i++ {
+		c := cmd[i]
+		if c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' {
+			b.WriteByte(c)
+			continue
+		}
+		fmt.Fprintf(&b, "\\%03o", c)
+	}
+	return b.String()
 }
 
 // current is the item whose command ran last, or -1 before the first.

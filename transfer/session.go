@@ -24,18 +24,21 @@ import (
 const (
 	ptyRows = 24
 	ptyCols = 200
+	// meterWidth is the width of one progress frame.
+	meterWidth = ptyCols - 1
 )
 
 const (
 	// idleCheck is how long the output may rest on something that looks like
 	// a question before it counts as a prompt nobody expected.
 	idleCheck = 1500 * time.Millisecond
+	// readTick bounds each wait for output, so that the read loop notices
+	// in time that the client exited while something else still holds the
+	// pty.
+	readTick = 250 * time.Millisecond
 	// killGrace is how long a client has to exit after SIGTERM before its
 	// whole process group gets SIGKILL.
 	killGrace = 3 * time.Second
-	// drainGrace is how long the pty may stay open after the client exited
-	// (a straggler holding it) before the group is killed.
-	drainGrace = 2 * time.Second
 	// recentLines is how many output lines are kept for classification.
 	recentLines = 64
 )
@@ -65,6 +68,27 @@ type sessionResult struct {
 	lines    []string // last scrubbed lines, oldest first
 	err      *Error   // set when the engine ended the run (prompt, watchdog, cancel), or nil
 	hostKey  hostKeySeen
+	answered map[promptKind]int // prompts answered, by kind
+}
+
+// failure is why a run that did not succeed failed: the engine's reason, or
+// the client's messages classified. A refused login after a secret was typed
+// says which secret to check, since ssh does not (a wrong passphrase only
+// shows as "Permission denied (publickey)").
+func (r sessionResult) failure() *Error {
+	if r.err != nil {
+		return r.err
+	}
+	e := classify(r.lines, r.exitCode)
+	if e.Class == ClassAuth {
+		switch {
+		case r.answered[promptPassphrase] > 0:
+			e.Message += "; the passphrase from passphrase_file was typed: check it, and that identity_file is the key the server knows"
+		case r.answered[promptPassword] > 0:
+			e.Message += "; the password from password_file was typed: check it"
+		}
+	}
+	return e
 }
 
 // hostKeySeen is the key a host-key prompt showed.
@@ -190,6 +214,7 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 	res.exitCode = exitCode(waitErr)
 	res.lines = s.recent
 	res.hostKey = s.hostKey
+	res.answered = s.answered
 	return res, nil
 }
 
@@ -198,11 +223,19 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 // boundary and wherever a prompt may end, so each Expect call covers a short
 // stretch of output: matching stays linear in the output size (the library's
 // string matchers re-scan the whole buffer for every rune).
+//
+// It also returns once the client has exited and the pty has been quiet for
+// a tick: everything the client wrote has been read by then. Something else
+// may still hold the pty open: a ControlMaster keeps the stderr a mux client
+// passed it until the server has closed that session, which a slow or frozen
+// server can put off for as long as ssh's keepalives allow. That is not
+// waited for.
 func (s *session) readLoop(exited <-chan struct{}) {
-	var drainTimer <-chan time.Time
+	lastOutput := time.Now()
 	for {
-		out, err := s.console.Expect(expect.WithTimeout(idleCheck), withMatcher(boundary{}))
+		out, err := s.console.Expect(expect.WithTimeout(readTick), withMatcher(boundary{}))
 		if out != "" {
+			lastOutput = time.Now()
 			_, _ = s.tok.Write([]byte(out))
 			s.checkPrompt(false)
 		}
@@ -210,19 +243,19 @@ func (s *session) readLoop(exited <-chan struct{}) {
 			continue
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			s.checkPrompt(true)
 			select {
 			case <-exited:
-				// The client is gone but something still holds the pty.
-				if drainTimer == nil {
-					drainTimer = time.After(drainGrace)
-				}
-				select {
-				case <-drainTimer:
+				if out == "" {
+					// Quiet since the exit: done. Whatever is left
+					// of the client's group goes with it.
 					_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-				default:
+					s.tok.Flush()
+					return
 				}
 			default:
+			}
+			if time.Since(lastOutput) >= idleCheck {
+				s.checkPrompt(true)
 			}
 			continue
 		}
@@ -345,6 +378,18 @@ func (s *session) failed() bool {
 // line handles one complete output line.
 func (s *session) line(l string) {
 	s.answering = false
+	// A client that fails mid-file prints its error right after the last
+	// meter frame, which has no line end: "…  6%   64KB  51.8KB/s   00:18
+	// ETAConnection closed". Each frame is exactly meterWidth bytes (names
+	// are ASCII in the C locale), so the frame is split off and the rest
+	// is a line of its own that classification can read.
+	if len(l) > meterWidth {
+		if p, ok := parseProgress(l[:meterWidth]); ok {
+			s.progress(p, l[:meterWidth])
+			s.line(l[meterWidth:])
+			return
+		}
+	}
 	if p, ok := parseProgress(l); ok {
 		s.progress(p, l)
 	} else {

@@ -1,0 +1,251 @@
+package transfer
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dropship/dropship/internal/sftpd"
+	"github.com/dropship/dropship/internal/sshdtest"
+	"golang.org/x/crypto/ssh"
+)
+
+// Injected faults against the built-in server (issue 3 points 3, 4 and 8):
+// each failure has the class the agent acts on, its message quotes what the
+// client printed, and a failed attempt leaves nothing under the final name
+// and no temporary file.
+
+// keyAccount is a built-in server account that logs in with a fresh key,
+// and the target's identity for it.
+func keyAccount(t *testing.T) (sftpd.Account, string) {
+	t.Helper()
+	key, pub := clientKey(t)
+	return sftpd.Account{AuthorizedKeys: []ssh.PublicKey{pub}}, key
+}
+
+// wantQuotesClient fails unless the error message contains a line the
+// client printed: the class was read from the client's own words.
+func wantQuotesClient(t *testing.T, err error, rec *recorder) {
+	t.Helper()
+	te, ok := err.(*Error)
+	if !ok {
+		t.Fatalf("%T %v is not a *Error", err, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, l := range rec.lines {
+		_, line, _ := strings.Cut(l, ": ")
+		if len(line) > 10 && strings.Contains(te.Message, line) {
+			return
+		}
+	}
+	t.Errorf("message %q quotes none of the client's lines:\n%s", te.Message, strings.Join(rec.lines, "\n"))
+}
+
+func TestFaults(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		faults  sftpd.Faults
+		size    int
+		class   Class
+		quote   string // in the message, besides a client line
+		maxTime time.Duration
+	}{
+		{"disconnect", sftpd.Faults{DisconnectAfter: 256 << 10}, 1 << 20, ClassLostConnection, "", 20 * time.Second},
+		{"hang", sftpd.Faults{HangAfter: 256 << 10}, 1 << 20, "", "", 15 * time.Second},
+		{"disk full", sftpd.Faults{DiskFullAfter: 100 << 10}, 1 << 20, ClassRemoteFull, "Failure", 20 * time.Second},
+		{"denied write", sftpd.Faults{DenyWrite: true}, 1 << 10, ClassRemotePermission, "Permission denied", 20 * time.Second},
+		{"rename refused", sftpd.Faults{RejectRename: true}, 1 << 10, ClassRemotePermission, "remote rename", 20 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			for _, shared := range []bool{false, true} {
+				acct, key := keyAccount(t)
+				srv, tg := startSFTPD(t, acct, sftpd.Config{Faults: c.faults})
+				tg.Identity = key
+				tg.StallTimeout = 3 * time.Second
+				rec := &recorder{}
+				opts := Options{Atomic: true, OnConnectionLine: rec.connectionLine}
+				if shared {
+					opts.ControlDir = controlDir(t)
+				}
+				remote := t.TempDir()
+				items := []Item{
+					localItem(t, "ok1", "first.txt", content("first", 1000), remote, "first.txt"),
+					localItem(t, "bad2", "second.bin", content("second", c.size), remote, "sub/second.bin"),
+					localItem(t, "later3", "third.txt", content("third", 10), remote, "third.txt"),
+				}
+				if c.faults.DenyWrite || c.faults.RejectRename {
+					items = items[1:]
+				}
+				start := time.Now()
+				res := upload(t, newClient(t, tg, opts), items, rec.observer())
+				took := time.Since(start)
+				bad := res[len(res)-2]
+				switch c.class {
+				case "":
+					// A frozen server: ssh's keepalives or the stall
+					// watchdog end it, whichever comes first.
+					e := wantClass(t, bad.Err, ClassOf(bad.Err))
+					t.Logf("shared=%v: frozen server ended after %s: %v", shared, took, e)
+					if e.Class != ClassStalled && e.Class != ClassLostConnection {
+						t.Errorf("class %s, want stalled or lost-connection: %v", e.Class, e.Message)
+					}
+					if e.Class == ClassLostConnection {
+						wantQuotesClient(t, bad.Err, rec)
+					}
+				default:
+					wantClass(t, bad.Err, c.class, c.quote)
+					wantQuotesClient(t, bad.Err, rec)
+				}
+				if !bad.Began {
+					t.Error("the failed item did not begin")
+				}
+				if took > c.maxTime {
+					t.Errorf("the attempt took %s, more than %s", took, c.maxTime)
+				}
+				if got := ClassOf(bad.Err).Retryable(); got != (c.class != ClassRemotePermission) {
+					t.Errorf("%s: retryable = %v", ClassOf(bad.Err), got)
+				}
+				// Earlier items are in place; the failed one is not, and
+				// neither is anything after it.
+				if len(items) == 3 {
+					wantDelivered(t, items[:1], res[:1])
+					last := res[2]
+					if last.Err == nil || last.Began {
+						t.Errorf("the item after the failure: began %v, err %v", last.Began, last.Err)
+					}
+					wantAbsent(t, items[2].RemotePath())
+				}
+				wantAbsent(t, items[len(items)-2].RemotePath())
+				// The temporary file is removed where a cleanup session
+				// can run: the server no longer hangs (faults cleared).
+				srv.SetFaults(sftpd.Faults{})
+				if c.faults.HangAfter == 0 {
+					wantNoTempFiles(t, remote)
+				}
+				if t.Failed() {
+					t.Logf("shared=%v output:\n%s", shared, rec.text())
+					return
+				}
+			}
+		})
+	}
+}
+
+func TestMissingRemoteDir(t *testing.T) {
+	t.Parallel()
+	acct, key := keyAccount(t)
+	_, builtin := startSFTPD(t, acct, sftpd.Config{})
+	builtin.Identity = key
+	_, real := startSSHD(t, sshdtest.Options{})
+	for _, tg := range []Target{builtin, real} {
+		missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+		rec := &recorder{}
+		c := newClient(t, tg, Options{Atomic: true, ControlDir: controlDir(t), OnConnectionLine: rec.connectionLine})
+		items := []Item{localItem(t, "m1", "m.txt", content("m", 10), missing, "m.txt")}
+		res := upload(t, c, items, rec.observer())
+		wantClass(t, res[0].Err, ClassRemotePath, "No such file or directory")
+		wantQuotesClient(t, res[0].Err, rec)
+		if res[0].Err.(*Error).Class.Retryable() {
+			t.Error("a missing remote_dir must not be retried")
+		}
+		// Check says the same without sending anything.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rec = &recorder{}
+		c = newClient(t, tg, Options{Atomic: true, OnConnectionLine: rec.connectionLine})
+		err := c.Check(ctx, missing)
+		wantClass(t, err, ClassRemotePath)
+		wantQuotesClient(t, err, rec)
+		if err := c.Check(ctx, filepath.Dir(filepath.Dir(filepath.Dir(missing)))); err != nil {
+			t.Errorf("%s: Check of an existing folder: %v", tg.Name, err)
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", tg.Name, rec.text())
+			return
+		}
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	t.Parallel()
+	requireClients(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	tg := Target{Name: "refused", Host: "127.0.0.1", Port: port, User: "nobody", HostKey: HostKeyStrict,
+		KnownHosts: []string{filepath.Join(t.TempDir(), "kh")}, ConnectTimeout: 5 * time.Second}
+	for _, shared := range []bool{false, true} {
+		rec := &recorder{}
+		opts := Options{Atomic: true, OnConnectionLine: rec.connectionLine}
+		if shared {
+			opts.ControlDir = controlDir(t)
+		}
+		items, _ := oneFile(t, "refused")
+		res := upload(t, newClient(t, tg, opts), items, rec.observer())
+		e := wantClass(t, res[0].Err, ClassConnectRefused, "Connection refused")
+		wantQuotesClient(t, res[0].Err, rec)
+		if !e.Class.Retryable() {
+			t.Error("a refused connection must be retryable")
+		}
+	}
+}
+
+// Atomic delivery: a reader polling the remote folder never sees the final
+// name before the content is complete; several folder levels are created.
+func TestAtomicDeliveryIsNeverSeenPartial(t *testing.T) {
+	t.Parallel()
+	acct, key := keyAccount(t)
+	_, tg := startSFTPD(t, acct, sftpd.Config{Faults: sftpd.Faults{WriteDelay: 10 * time.Millisecond}})
+	tg.Identity = key
+	remote := t.TempDir()
+	const size = 2 << 20
+	items := []Item{
+		localItem(t, "big", "big.bin", content("big", size), remote, "a/b/c/d/big.bin"),
+		localItem(t, "small", "small.txt", content("small", 100), remote, "a/b/other/small.txt"),
+	}
+	final := items[0].RemotePath()
+	temp := items[0].TempPath()
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var sawPartialTemp bool
+	var badFinal []int64
+	wg.Go(func() {
+		for {
+			if fi, err := os.Stat(temp); err == nil && fi.Size() < size {
+				sawPartialTemp = true
+			}
+			if fi, err := os.Stat(final); err == nil && fi.Size() != size {
+				badFinal = append(badFinal, fi.Size())
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	})
+	res := upload(t, newClient(t, tg, Options{Atomic: true}), items, Observer{})
+	close(stop)
+	wg.Wait()
+	wantDelivered(t, items, res)
+	wantNoTempFiles(t, remote)
+	if len(badFinal) > 0 {
+		t.Errorf("the final name was seen with sizes %v before it was complete", badFinal)
+	}
+	if !sawPartialTemp {
+		t.Error("the reader never saw the transfer in progress: the test proves nothing")
+	}
+}

@@ -215,6 +215,7 @@ type hooks struct {
 type timing struct {
 	settle        time.Duration
 	recheck       time.Duration // gap between two stats that must agree
+	fastRecheck   time.Duration // the same for a file renamed in complete
 	tick          time.Duration // minimum spacing of readiness rounds
 	writerRecheck time.Duration // how often a file held open is looked at again
 	rootPoll      time.Duration // how often a missing root is looked for
@@ -226,7 +227,8 @@ func newTiming(settle time.Duration) timing {
 	return timing{
 		settle:        settle,
 		recheck:       recheck,
-		tick:          clamp(settle/20, 5*time.Millisecond, 100*time.Millisecond),
+		fastRecheck:   clamp(settle/40, 10*time.Millisecond, 50*time.Millisecond),
+		tick:          clamp(settle/40, 5*time.Millisecond, 50*time.Millisecond),
 		writerRecheck: clamp(settle/2, recheck, time.Second),
 		rootPoll:      clamp(settle/2, 50*time.Millisecond, time.Second),
 		dirPoll:       clamp(settle, 500*time.Millisecond, 10*time.Second),
@@ -792,6 +794,11 @@ func (w *Watcher) touch(f *fileState, now time.Time, created, wrote bool) {
 	f.origin = originEvent
 	if created {
 		f.fast, f.needSettle, f.hasObs = true, false, false
+		// The first of the two agreeing stats, taken now: a file renamed
+		// in complete then needs only one short recheck.
+		if st, err := w.observe(f); err == nil && st.isRegular() {
+			f.obs, f.obsAt, f.hasObs = st, now, true
+		}
 	}
 	if wrote {
 		f.fast = false
@@ -1346,10 +1353,23 @@ func (w *Watcher) tryRoot() {
 
 // quiet is how long a file must go without activity before it is looked at.
 func (w *Watcher) quiet(f *fileState) time.Duration {
-	if w.opts.ReadyMarker != "" || (f.fast && !f.needSettle) {
+	if f.fast && !f.needSettle {
+		return w.t.fastRecheck
+	}
+	if w.opts.ReadyMarker != "" {
 		return w.t.recheck
 	}
 	return w.t.settle
+}
+
+// recheckOf is the gap between the two stats that must agree: short for a
+// file that arrived complete by a rename (it is still proven writer-free
+// before it is reported), settle/10 otherwise.
+func (w *Watcher) recheckOf(f *fileState) time.Duration {
+	if f.fast && !f.needSettle {
+		return w.t.fastRecheck
+	}
+	return w.t.recheck
 }
 
 func (w *Watcher) schedule(f *fileState, t time.Time) {
@@ -1421,7 +1441,7 @@ func (w *Watcher) evaluate(f *fileState, now time.Time) bool {
 	}
 	if !f.hasObs || f.obsAt.Before(f.lastEvent) {
 		f.obs, f.obsAt, f.hasObs = cur, now, true
-		w.schedule(f, now.Add(w.t.recheck))
+		w.schedule(f, now.Add(w.recheckOf(f)))
 		return false
 	}
 	if cur != f.obs {
@@ -1435,7 +1455,7 @@ func (w *Watcher) evaluate(f *fileState, now time.Time) bool {
 		w.schedule(f, now.Add(w.quiet(f)))
 		return false
 	}
-	if next := f.obsAt.Add(w.t.recheck); next.After(now) {
+	if next := f.obsAt.Add(w.recheckOf(f)); next.After(now) {
 		w.schedule(f, next)
 		return false
 	}

@@ -741,7 +741,14 @@ func (f *fileState) knows(st stamp) bool {
 // removed handles an entry deleted or renamed away. A stale event for a path
 // that exists again is handled as its creation instead.
 func (w *Watcher) removed(p, rel string, now time.Time) {
-	if _, err := lstatStamp(p); err == nil {
+	if st, err := lstatStamp(p); err == nil {
+		if _, known := w.dirs[p]; known && st.isDir() {
+			// The folder we watched is gone (its watch with it); this
+			// is another one, possibly with the freed inode number of
+			// the old, so the inode cannot tell them apart. Watch and
+			// scan it afresh.
+			w.forgetTree(p)
+		}
 		w.created(p, rel, now)
 		return
 	}
@@ -1146,6 +1153,15 @@ func (w *Watcher) scanDir(dir string, o origin) []string {
 
 // watchDir adds an inotify watch for one folder.
 func (w *Watcher) watchDir(dir string, d *dirState, isRoot bool) {
+	if !d.watched {
+		// fsnotify v1.10.1 keeps a watch by path until the kernel's
+		// IN_IGNORED for it is read. If a folder is deleted and created
+		// again before that, Add reuses the old entry for the new watch
+		// descriptor, and the late IN_IGNORED then drops the new watch:
+		// the new folder's events are lost. Forget any entry for this
+		// path first; the kernel already removed the old watch.
+		_ = w.fsw.Remove(dir)
+	}
 	err := w.fsw.Add(dir)
 	if err == nil && !isRoot {
 		// inotify follows symlinks: make sure we watch what we stat'ed.

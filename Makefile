@@ -32,3 +32,26 @@ tidy-check:
 
 clean:
 	rm -rf bin dist
+
+## package: dist/dropship_<version>-1_<arch>.deb and dist/dropship-<version>-1.<arch>.rpm,
+## built by nfpm from packaging/nfpm.yaml (nfpm runs pinned through `go run`, not from go.mod;
+## v2.45.2 is the newest whose dependencies all come from the Go module proxy).
+NFPM        ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+PKG_VERSION ?= $(shell sh packaging/version.sh $(VERSION))
+PKG_ARCH    ?= $(shell $(GO) env GOARCH)
+DIST        ?= dist
+
+.PHONY: package package-test
+
+package:
+	GOOS=linux GOARCH=$(PKG_ARCH) $(MAKE) build
+	mkdir -p $(DIST)
+	rm -f $(DIST)/dropship_*.deb $(DIST)/dropship-*.rpm
+	sh packaging/default-config.sh agent.toml.example >$(DIST)/agent.toml
+	PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) DIST=$(DIST) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
+	PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) DIST=$(DIST) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(DIST)/
+
+## package-test: build the packages and check their contents, metadata, lintian and the unit
+## (packaging/test-packages.sh; CI adds --install: install, run, upgrade, remove and purge the .deb).
+package-test:
+	bash packaging/test-packages.sh

@@ -25,11 +25,10 @@ func hostkeyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	_, t, cleanup, err := agent.Client(cfg, *name, agent.Options{})
+	t, err := agent.HostKeyTarget(cfg, *name)
 	if err != nil {
 		return err
 	}
-	cleanup()
 	hctx, cancel := context.WithTimeout(ctx, t.ConnectTimeout+30*time.Second)
 	defer cancel()
 	hk, err := transfer.FetchHostKey(hctx, t, transfer.Options{})

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -267,7 +268,26 @@ func knownHosts(cfg *config.Config, tc *config.Target) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
+	followOwner(dir, cfg.Agent.StateDir)
 	return []string{filepath.Join(dir, tc.Name), shared}, nil
+}
+
+// followOwner gives p the owner of ref (state_dir) when root creates it: an
+// operator running `dropship check -connect` or `hostkey` as root must not
+// leave files the service (the dropship user) cannot read or update.
+func followOwner(p, ref string) {
+	if os.Geteuid() != 0 {
+		return
+	}
+	fi, err := os.Stat(ref)
+	if err != nil {
+		return
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return
+	}
+	_ = os.Lchown(p, int(st.Uid), int(st.Gid))
 }
 
 // controlDir is the private folder for shared connections' sockets: under

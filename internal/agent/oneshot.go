@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/dropship/dropship/events"
@@ -40,7 +41,31 @@ func Client(cfg *config.Config, name string, opts Options) (c *transfer.Client, 
 		os.RemoveAll(dir)
 		return nil, t, nil, err
 	}
-	return c, t, func() { c.Close(); os.RemoveAll(dir) }, nil
+	return c, t, func() {
+		c.Close()
+		os.RemoveAll(dir)
+		// A key accepted (accept-new) by a command run as root stays
+		// usable by the service.
+		for _, kh := range t.KnownHosts {
+			if _, err := os.Stat(kh); err == nil && strings.HasPrefix(kh, cfg.Agent.StateDir+string(filepath.Separator)) {
+				followOwner(kh, cfg.Agent.StateDir)
+			}
+		}
+	}, nil
+}
+
+// HostKeyTarget is the configured target name as `dropship hostkey` needs it:
+// where to connect and with which ssh options, without reading any secret
+// (fetching a host key logs in to nothing).
+func HostKeyTarget(cfg *config.Config, name string) (transfer.Target, error) {
+	tc := cfg.Target(name)
+	if tc == nil {
+		return transfer.Target{}, fmt.Errorf("no target named %q in %s", name, cfg.File)
+	}
+	noSecrets := *tc
+	noSecrets.PasswordFile, noSecrets.PassphraseFile, noSecrets.IdentityFile = "", "", ""
+	a, _ := New(cfg, Options{})
+	return a.transferTarget(cfg, &noSecrets)
 }
 
 // SendResult is the outcome of one file of Send.

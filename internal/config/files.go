@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // checkFiles runs Load's checks of the file system on whatever parse could
@@ -65,8 +66,17 @@ func (p *parsed) checkFiles() {
 }
 
 // checkSecret reports a problem with the secret file ref of key k, if any.
+// A credential:NAME reference can only be looked at where systemd provides
+// $CREDENTIALS_DIRECTORY (the service itself): elsewhere, such as
+// `dropship check` or `dropship status` run from a shell, only its name is
+// checked (by Parse), and the agent reports a missing credential when it
+// reads it.
 func (t *table) checkSecret(k, ref string) {
-	if ref != "" {
-		t.check(k, checkSecret(ref))
+	if ref == "" {
+		return
 	}
+	if strings.HasPrefix(ref, credentialPrefix) && os.Getenv("CREDENTIALS_DIRECTORY") == "" {
+		return
+	}
+	t.check(k, checkSecret(ref))
 }

@@ -135,6 +135,9 @@ password_file = "credential:missing" #! target.password_file: `+creds+`/missing 
 	}
 }
 
+// Outside systemd (dropship check or status from a shell) a credential
+// cannot be looked at: only its name is checked, and reading it says why it
+// cannot be read.
 func TestLoadCredentialWithoutSystemd(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("CREDENTIALS_DIRECTORY", "")
@@ -144,8 +147,18 @@ func TestLoadCredentialWithoutSystemd(t *testing.T) {
 name = "a"
 host = "h"
 user = "u"
-password_file = "credential:acme.pass" #! target.password_file: credential:acme.pass needs $CREDENTIALS_DIRECTORY, which is not set
+password_file = "credential:acme.pass"
 `)
+	loadCase(t, dir, `
+[[target]]
+name = "a"
+host = "h"
+user = "u"
+password_file = "credential:../x" #! target.password_file: must be a plain file name
+`)
+	if _, err := ReadSecret("credential:acme.pass"); err == nil || !strings.Contains(err.Error(), "$CREDENTIALS_DIRECTORY, which is not set") {
+		t.Errorf("ReadSecret without CREDENTIALS_DIRECTORY: %v", err)
+	}
 }
 
 func TestLoadMakesPathsAbsolute(t *testing.T) {

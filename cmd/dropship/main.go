@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"syscall"
@@ -160,7 +161,12 @@ func loadConfig(file string, stderr io.Writer) (*config.Config, error) {
 			fmt.Fprintf(stderr, "dropship: %s: %d problem(s)\n", file, len(problems))
 			return nil, silentExit{code: 2}
 		}
-		return nil, err
+		// A missing or unreadable file is a configuration error too.
+		hint := ""
+		if errors.Is(err, fs.ErrNotExist) {
+			hint = " (give the configuration with -c FILE; to try dropship without one: dropship run -dev)"
+		}
+		return nil, &usageError{fmt.Sprintf("%v%s", err, hint)}
 	}
 	return cfg, nil
 }

@@ -68,6 +68,7 @@ type Agent struct {
 	writerDone  chan struct{}
 	startedAt   time.Time
 	workers     sync.WaitGroup
+	retiring    sync.WaitGroup // replaced targets and watches being stopped
 	services    sync.WaitGroup
 	intake      chan intakeFile
 	fatal       chan error
@@ -239,6 +240,8 @@ func (a *Agent) shutdownNow() {
 	for _, t := range targets {
 		t.close()
 	}
+	// Replaced watches must have stopped forwarding before the intake closes.
+	a.retiring.Wait()
 	close(a.intake)
 	if a.writerDone != nil {
 		close(a.writerDone)

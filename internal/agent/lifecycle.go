@@ -90,10 +90,10 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 		ws, err := a.startWatch(wc)
 		if err != nil {
 			for _, started := range newWatches {
-				go started.close()
+				a.retireWatch(started)
 			}
 			for _, t := range fresh {
-				go t.close()
+				a.retiring.Go(t.close)
 			}
 			return fmt.Errorf("watch %s: %w", wc.Path, err)
 		}
@@ -108,7 +108,7 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 		old.removed = true
 		old.poke()
 		delete(a.targets, name)
-		go a.retire(old)
+		a.retiring.Go(func() { a.retire(old) })
 	}
 	for name, t := range fresh {
 		a.targets[name] = t
@@ -138,7 +138,7 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 			continue
 		}
 		delete(a.watches, path)
-		go old.close()
+		a.retireWatch(old)
 	}
 	for path, ws := range newWatches {
 		a.watches[path] = ws
@@ -148,6 +148,10 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 	a.subj = events.Subjects{Prefix: cfg.NATS.SubjectPrefix, Agent: cfg.Agent.Name}
 	return nil
 }
+
+// retireWatch stops a replaced watch without holding up the caller (its
+// forwarder may be waiting for the intake, which needs a.mu).
+func (a *Agent) retireWatch(w *watch) { a.retiring.Go(w.close) }
 
 // retire closes a replaced target's connection once its running transfers
 // are over.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -91,10 +92,7 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		// Gone already (moved by someone, or archived before a crash).
-		a.mu.Lock()
-		delete(a.recs, rec.Key)
-		a.mu.Unlock()
-		return &journal.Op{Delete: rec.Key}, nil
+		return a.forget(rec), nil
 	case err != nil:
 		return nil, err
 	}
@@ -134,17 +132,32 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 			_ = removeIfExists(rec.Marker)
 		}
 	default: // archive
-		if err := moveInto(w.ArchiveDir, rec.Rel, rec.Path); err != nil {
+		if err := moveWithMarker(w.ArchiveDir, rec); err != nil {
 			return nil, fmt.Errorf("archive into %s: %w", w.ArchiveDir, err)
 		}
-		if rec.Marker != "" {
-			_ = moveInto(w.ArchiveDir, filepath.ToSlash(filepath.Join(filepath.Dir(rec.Rel), filepath.Base(rec.Marker))), rec.Marker)
-		}
 	}
+	return a.forget(rec), nil
+}
+
+// moveWithMarker moves a file, and its ready marker if it has one, to the
+// same relative place under dir.
+func moveWithMarker(dir string, rec *journal.Record) error {
+	if err := moveInto(dir, rec.Rel, rec.Path); err != nil {
+		return err
+	}
+	if rec.Marker != "" {
+		_ = moveInto(dir, path.Join(path.Dir(rec.Rel), filepath.Base(rec.Marker)), rec.Marker)
+	}
+	return nil
+}
+
+// forget drops a record whose file is done with; the returned change deletes
+// it from the journal.
+func (a *Agent) forget(rec *journal.Record) *journal.Op {
 	a.mu.Lock()
 	delete(a.recs, rec.Key)
 	a.mu.Unlock()
-	return &journal.Op{Delete: rec.Key}, nil
+	return &journal.Op{Delete: rec.Key}
 }
 
 // afterFailed moves a file that failed for good into failed_dir, if one is
@@ -153,21 +166,10 @@ func (a *Agent) afterFailed(rec *journal.Record, w *config.Watch) (*journal.Op, 
 	if w.FailedDir == "" {
 		return nil, nil
 	}
-	if err := moveInto(w.FailedDir, rec.Rel, rec.Path); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			err = nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("move into failed_dir %s: %w", w.FailedDir, err)
-		}
+	if err := moveWithMarker(w.FailedDir, rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("move into failed_dir %s: %w", w.FailedDir, err)
 	}
-	if rec.Marker != "" {
-		_ = moveInto(w.FailedDir, filepath.ToSlash(filepath.Join(filepath.Dir(rec.Rel), filepath.Base(rec.Marker))), rec.Marker)
-	}
-	a.mu.Lock()
-	delete(a.recs, rec.Key)
-	a.mu.Unlock()
-	return &journal.Op{Delete: rec.Key}, nil
+	return a.forget(rec), nil
 }
 
 // sweep retries post-processing that failed earlier.

@@ -81,17 +81,8 @@ func (a *Agent) worker(t *target) {
 			return
 		}
 		if len(batch) == 0 {
-			var timer <-chan time.Time
-			if wait > 0 {
-				tm := time.NewTimer(wait)
-				timer = tm.C
-				defer tm.Stop()
-			}
-			select {
-			case <-a.workCtx.Done():
+			if !a.idle(t, wait) {
 				return
-			case <-t.wake:
-			case <-timer:
 			}
 			continue
 		}
@@ -102,6 +93,24 @@ func (a *Agent) worker(t *target) {
 		a.mu.Unlock()
 		t.poke() // another worker may find work freed by this batch
 	}
+}
+
+// idle waits until t is poked, wait passes (0: no limit) or the agent stops
+// taking work; it returns false for the latter.
+func (a *Agent) idle(t *target, wait time.Duration) bool {
+	var timer <-chan time.Time
+	if wait > 0 {
+		tm := time.NewTimer(wait)
+		defer tm.Stop()
+		timer = tm.C
+	}
+	select {
+	case <-a.workCtx.Done():
+		return false
+	case <-t.wake:
+	case <-timer:
+	}
+	return true
 }
 
 // pick chooses the next batch for a worker of t: files whose turn has come,

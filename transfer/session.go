@@ -163,7 +163,7 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 	// Pdeathsig: if the agent dies (kill -9), its clients die with it
 	// instead of finishing an upload the restarted agent sends again.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: ctty, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		if stdinW != nil {
 			stdinW.Close()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -149,17 +150,12 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 			publish(events.TransferStarted, d)
 		}
 	}
-	// Hash while sending: the page cache serves the second reader.
-	sums := make([]string, len(files))
-	hashed := make(chan struct{})
-	go func() {
-		defer close(hashed)
-		for i := range base {
-			if results[i].Err == nil {
-				sums[i] = fileSHA256(base[i].LocalPath)
-			}
+	sums, hashed := hashInBackground(len(base), func(i int) (io.ReadCloser, error) {
+		if results[i].Err != nil {
+			return nil, results[i].Err
 		}
-	}()
+		return os.Open(base[i].LocalPath)
+	})
 	out := client.Upload(ctx, items, transfer.Observer{})
 	<-hashed
 	byID := map[string]transfer.Result{}

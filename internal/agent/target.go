@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -236,18 +234,7 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		return
 	}
 
-	// Hash while sending: the page cache serves the second reader.
-	hashed := make(chan struct{})
-	go func() {
-		defer close(hashed)
-		for _, j := range jobs {
-			h := sha256.New()
-			if _, err := io.Copy(h, j.file); err == nil {
-				j.sum = hex.EncodeToString(h.Sum(nil))
-			}
-			j.file.Close()
-		}
-	}()
+	sums, hashed := hashInBackground(len(jobs), func(i int) (io.ReadCloser, error) { return jobs[i].file, nil })
 
 	items := make([]transfer.Item, len(jobs))
 	byID := map[string]*job{}
@@ -268,6 +255,9 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		Progress: func(id string, p transfer.Progress) { logs.progress(byID[id], p) },
 	})
 	<-hashed
+	for i, j := range jobs {
+		j.sum = sums[i]
+	}
 	a.writer.flush()
 	batchEnd := time.Now()
 	for i := range results {

@@ -88,12 +88,12 @@ func TestMetricsAfterRealTransfers(t *testing.T) {
 	m := scrape(t, addr)
 	want := map[string]float64{
 		`dropship_transfers_total{outcome="completed",target="partner"}`: 3,
-		`dropship_transferred_bytes_total{target="partner"}`:              float64(total),
-		`dropship_transfer_duration_seconds_count{target="partner"}`:      3,
-		`dropship_queue_depth{target="partner"}`:                          0,
-		`dropship_transfers_running{target="partner"}`:                    0,
-		`dropship_nats_connected`:                                         1,
-		`dropship_outbox_depth`:                                           0,
+		`dropship_transferred_bytes_total{target="partner"}`:             float64(total),
+		`dropship_transfer_duration_seconds_count{target="partner"}`:     3,
+		`dropship_queue_depth{target="partner"}`:                         0,
+		`dropship_transfers_running{target="partner"}`:                   0,
+		`dropship_nats_connected`:                                        1,
+		`dropship_outbox_depth`:                                          0,
 	}
 	for k, v := range want {
 		got, ok := m[k]

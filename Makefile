@@ -55,3 +55,10 @@ package:
 ## (packaging/test-packages.sh; CI adds --install: install, run, upgrade, remove and purge the .deb).
 package-test:
 	bash packaging/test-packages.sh
+
+## bench: issue 8's benchmark, side by side with OpenSSH on a loopback sshd (about 5 minutes on
+## 2 cores; needs sshd, scp, tar and inotifywait). Prints the table and saves it as
+## bench/results/<UTC time>.md and bench/results/latest.md; see bench/README.md.
+## DROPSHIP_BENCH_STRICT=1 makes a missed target fail the run.
+bench:
+	DROPSHIP_BENCH=1 $(GO) test ./bench -run TestBench -v -count=1 -timeout 60m

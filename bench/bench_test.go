@@ -105,8 +105,10 @@ func TestBench(t *testing.T) {
 			dir = t.TempDir() // a smoke run's numbers are not results
 		case perfRun:
 			suffix = "-perf" // measured under perf: kept, but never the latest
+		case os.Getenv(remoteEnv) != "":
+			suffix = "-remote-" + filepath.Base(os.Getenv(remoteEnv)) // another setup: kept beside the latest
 		}
-		latest := complete && !quickRun && !perfRun
+		latest := complete && !quickRun && !perfRun && os.Getenv(remoteEnv) == ""
 		p, err := rep.save(dir, suffix, complete, latest)
 		if err != nil {
 			t.Errorf("save the results: %v", err)
@@ -169,11 +171,16 @@ func (b *bench) describe() []string {
 	}
 	df := strings.Fields(lastLine(cmdOut("df", "--output=source,fstype", b.w.dir)))
 	fsys := strings.Join(df, " ")
+	where := fmt.Sprintf("file system: drop, staging and remote folders all on %s (%s)", fsys, filepath.Dir(b.w.dir))
+	if os.Getenv(remoteEnv) != "" {
+		rdf := strings.Join(strings.Fields(lastLine(cmdOut("df", "--output=source,fstype", b.w.remote))), " ")
+		where = fmt.Sprintf("file system: drop and staging folders on %s (%s); remote folders on %s (%s, set by %s): the remote disk is out of the comparison", fsys, filepath.Dir(b.w.dir), rdf, filepath.Dir(filepath.Dir(b.w.remote)), remoteEnv)
+	}
 	return []string{
 		fmt.Sprintf("machine: %d cores (%s), Linux %s; sshd and every client on 127.0.0.1", runtime.NumCPU(), cpu, cmdOut("uname", "-r")),
 		fmt.Sprintf("OpenSSH: %s; cipher %s for every tool; key login (ed25519), strict known_hosts", cmdOut("ssh", "-V"), cipher),
 		fmt.Sprintf("dropship %s built with %s; %s", cmdOut("git", "describe", "--always", "--dirty"), runtime.Version(), b.agentSettings()),
-		fmt.Sprintf("file system: drop, staging and remote folders all on %s (%s)", fsys, filepath.Dir(b.w.dir)),
+		where,
 		fmt.Sprintf("each measurement of (b) and (c) repeated %d times, of (a) %d times, after a warm-up run; the table shows the median, the notes every run; page cache warm, `sync` before each 1 GiB run", b.p.reps, b.p.bigReps),
 		fmt.Sprintf("the machine may be shared: load average at the start %s", loadavg()),
 		"baselines: scp in its default (SFTP) mode; a fresh ssh login per client run, no ControlMaster (the per-file scp loop pays a login per file by design); dropship keeps one shared connection per target, warmed up once",

@@ -52,6 +52,10 @@ type world struct {
 	events *recorder
 }
 
+// remoteEnv names a folder in which the remote folders are made instead of
+// next to the drop folder: DROPSHIP_BENCH_REMOTE=/dev/shm puts them on tmpfs.
+const remoteEnv = "DROPSHIP_BENCH_REMOTE"
+
 // newWorld builds dropship, starts sshd and prepares the folders and the
 // agent's configuration; it does not start the agent.
 func newWorld(t *testing.T) *world {
@@ -64,6 +68,21 @@ func newWorld(t *testing.T) *world {
 	w.watch = w.mkdir("drop")
 	w.remote = w.mkdir("remote")
 	w.scratch = w.mkdir("remote-baselines")
+	if base := os.Getenv(remoteEnv); base != "" {
+		// The remote folders on another file system (say tmpfs, to take
+		// the remote disk out of the comparison with 'cat > /dev/null').
+		dir, err := os.MkdirTemp(base, "dropship-bench-remote-")
+		if err != nil {
+			t.Fatalf("%s=%s: %v", remoteEnv, base, err)
+		}
+		t.Cleanup(func() { _ = os.RemoveAll(dir) })
+		w.remote, w.scratch = filepath.Join(dir, "remote"), filepath.Join(dir, "remote-baselines")
+		for _, d := range []string{w.remote, w.scratch} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	w.state = filepath.Join(w.dir, "state")
 	w.kh = filepath.Join(w.dir, "known_hosts")
 	w.srv.WriteKnownHosts(t, w.kh)

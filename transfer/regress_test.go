@@ -11,7 +11,7 @@ import (
 // control bytes in the C locale: the tracker must still recognize it, or a
 // batch with a unicode name is reported failed after it was delivered.
 func TestTrackerRecognizesEscapedEcho(t *testing.T) {
-	items := []Item{{ID: "u", Local: "/l/ünï\x01.txt", RemoteDir: "/r", Rel: "日本\t.txt"}}
+	items := []Item{{ID: "u", Local: "/l/ünï\x01.txt", RemoteDir: "/r", Rel: "日本\t.txt", Size: meterThreshold}}
 	tr := &tracker{plan: buildPlan(items, true)}
 	echoes := []string{
 		"sftp> progress",

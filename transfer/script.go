@@ -4,8 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 )
+
+// meterThreshold is the size from which a file's upload shows the progress
+// meter (and so progress events and the meter-driven stall watchdog).
+const meterThreshold = 256 << 10
 
 // maxCommandLine is sftp's limit for one batch line (char cmd[2048] in
 // interactive_loop), less the newline.
@@ -119,11 +124,15 @@ type plan struct {
 // buildPlan writes the batch for items. Each item is put under its temporary
 // name and renamed into place when atomic, or put straight under its final
 // name when not; missing folders below RemoteDir are created first (with "-"
-// so an existing folder is not an error). The first command turns on the
-// progress meter, which batch mode hides.
+// so an existing folder is not an error). When a file is big enough for
+// progress to matter, the first command turns on the progress meter, which
+// batch mode hides; a batch of small files goes without (their frames would
+// be most of the output the agent reads, for files done in milliseconds).
 func buildPlan(items []Item, atomic bool) *plan {
 	p := &plan{items: items, rejected: map[int]error{}}
-	p.commands = append(p.commands, command{text: "progress", item: -1})
+	if slices.ContainsFunc(items, func(it Item) bool { return it.Size >= meterThreshold }) {
+		p.commands = append(p.commands, command{text: "progress", item: -1})
+	}
 	made := map[string]bool{}
 	for i, it := range items {
 		cmds, err := itemCommands(it, atomic, made)

@@ -77,7 +77,7 @@ func FuzzSFTPQuote(f *testing.F) {
 
 func TestBuildPlan(t *testing.T) {
 	items := []Item{
-		{ID: "a1", Local: "/drop/x.txt", RemoteDir: "/in", Rel: "x.txt"},
+		{ID: "a1", Local: "/drop/x.txt", RemoteDir: "/in", Rel: "x.txt", Size: meterThreshold},
 		{ID: "b2", Local: "/drop/sub/deep/y z.txt", RemoteDir: "/in", Rel: "sub/deep/y z.txt"},
 		{ID: "c3", Local: "/drop/sub/w.txt", RemoteDir: "/in", Rel: "sub/w.txt"},
 		{ID: "d4", Local: "/drop/new\nline", RemoteDir: "/in", Rel: "new\nline"},
@@ -107,11 +107,15 @@ func TestBuildPlan(t *testing.T) {
 	if got := direct.script(); got != "progress\nput /drop/x.txt /in/x.txt\n" {
 		t.Errorf("non-atomic script = %q", got)
 	}
+	small := buildPlan([]Item{{ID: "s", Local: "/drop/s", RemoteDir: "/in", Rel: "s", Size: meterThreshold - 1}}, false)
+	if got := small.script(); got != "put /drop/s /in/s\n" {
+		t.Errorf("non-atomic script = %q", got)
+	}
 }
 
 func TestTrackerOutcome(t *testing.T) {
 	items := []Item{
-		{ID: "a", Local: "/l/a", RemoteDir: "/r", Rel: "a"},
+		{ID: "a", Local: "/l/a", RemoteDir: "/r", Rel: "a", Size: meterThreshold},
 		{ID: "b", Local: "/l/b", RemoteDir: "/r", Rel: "b"},
 		{ID: "c", Local: "/l/c", RemoteDir: "/r", Rel: "c"},
 	}

@@ -20,10 +20,11 @@ import (
 
 // Window size of every client's pty. The progress meter is exactly cols-1
 // bytes wide and needs more than 35 columns to show the name and the "\r"
-// between frames (OPENSSH.md §5).
+// between frames (OPENSSH.md §5). 80 is OpenSSH's own default: wide enough to
+// parse, and every frame is output the agent has to read.
 const (
 	ptyRows = 24
-	ptyCols = 200
+	ptyCols = 80
 	// meterWidth is the width of one progress frame.
 	meterWidth = ptyCols - 1
 )

@@ -207,7 +207,12 @@ func (w *journalWriter) flush() {
 	w.a.pub.poke()
 }
 
-// run flushes whenever changes were added, until done is closed.
+// groupDelay is how long added changes may wait to be written together: in a
+// batch of small files a started event arrives every millisecond or so, and
+// one fsync each would cost more than the uploads.
+const groupDelay = 10 * time.Millisecond
+
+// run writes what was added, in groups, until done is closed.
 func (w *journalWriter) run(done <-chan struct{}) {
 	for {
 		select {
@@ -215,8 +220,14 @@ func (w *journalWriter) run(done <-chan struct{}) {
 			w.flush()
 			return
 		case <-w.kick:
-			w.flush()
 		}
+		t := time.NewTimer(groupDelay)
+		select {
+		case <-done:
+		case <-t.C:
+		}
+		t.Stop()
+		w.flush()
 	}
 }
 

@@ -9,18 +9,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// hashInBackground computes the sha256 of n files while they are being sent,
-// and closes done when all are hashed; sums[i] stays "" for a file that could
-// not be read. open returns the i-th file, which is closed after hashing.
+// hashFiles returns the sha256 of n files; sums[i] stays "" for a file that
+// could not be read. open returns the i-th file, which is closed after
+// hashing.
 //
-// Hashing costs about as much CPU as the encryption of the transfer itself
-// (0.56 s/GiB here with SHA-NI), so it runs on an OS thread of its own at the
-// lowest priority (nice 19): it takes only the CPU the OpenSSH processes
-// leave idle and never slows a transfer down; on a busy machine it mostly
-// runs once the upload is over. The thread is locked to the goroutine and
-// ends with it, so its priority never passes on to other goroutines.
-func hashInBackground(n int, open func(i int) (io.ReadCloser, error)) (sums []string, done <-chan struct{}) {
-	sums = make([]string, n)
+// Hashing costs about as much CPU as encrypting the transfer (0.56 s/GiB here
+// with SHA-NI). It runs on an OS thread of its own at the lowest priority
+// (nice 19), so that transfers running meanwhile on other connections keep
+// the CPU. The thread is locked to its goroutine and ends with it, so the
+// priority never passes on to other goroutines (clients are forked from a
+// thread that never exits, see transfer's spawner, so none dies with it).
+func hashFiles(n int, open func(i int) (io.ReadCloser, error)) []string {
+	sums := make([]string, n)
 	ch := make(chan struct{})
 	go func() {
 		defer close(ch)
@@ -38,5 +38,6 @@ func hashInBackground(n int, open func(i int) (io.ReadCloser, error)) (sums []st
 			f.Close()
 		}
 	}()
-	return sums, ch
+	<-ch
+	return sums
 }

@@ -150,14 +150,13 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 			publish(events.TransferStarted, d)
 		}
 	}
-	sums, hashed := hashInBackground(len(base), func(i int) (io.ReadCloser, error) {
+	out := client.Upload(ctx, items, transfer.Observer{})
+	sums := hashFiles(len(base), func(i int) (io.ReadCloser, error) {
 		if results[i].Err != nil {
 			return nil, results[i].Err
 		}
 		return os.Open(base[i].LocalPath)
 	})
-	out := client.Upload(ctx, items, transfer.Observer{})
-	<-hashed
 	byID := map[string]transfer.Result{}
 	for _, r := range out {
 		byID[r.ID] = r

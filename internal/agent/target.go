@@ -234,7 +234,6 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		return
 	}
 
-
 	items := make([]transfer.Item, len(jobs))
 	byID := map[string]*job{}
 	for i, j := range jobs {

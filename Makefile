@@ -5,7 +5,7 @@ PKGS     ?= ./...
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test lint vet staticcheck race tidy-check bench package clean
+.PHONY: all build test lint fmt-check vet staticcheck race tidy-check bench package package-test clean
 
 all: build
 
@@ -15,7 +15,12 @@ build:
 ## test: vet, staticcheck, and every test with the race detector.
 test: lint race
 
-lint: vet staticcheck
+lint: fmt-check vet staticcheck tidy-check
+
+## fmt-check: every Go file is gofmt'ed.
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet $(PKGS)

@@ -696,7 +696,7 @@ func (b *bench) measureBigFile() {
 			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-mux-r%d", r))
 			return overMux(func() run { return sendTo(sftpPut(mux, dst), dst) })
 		}},
-		{key: "sftp-mux-hash", label: "the same, with Go's crypto/sha256 hashing the file alongside (dropship hashes while it sends)", run: func(r int) run {
+		{key: "sftp-mux-hash", label: "the same, with Go's crypto/sha256 hashing the file alongside (what hashing during the upload would cost; dropship hashes after it)", run: func(r int) run {
 			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-muxh-r%d", r))
 			hashed := make(chan error, 1)
 			go func() {

@@ -280,25 +280,13 @@ func (s *session) checkPrompt(idle bool) {
 	t := s.spec.target
 	switch kind {
 	case promptPassword:
-		if t.Password.IsZero() {
-			s.fail(ClassAuth, fmt.Sprintf("the server asks for a password (%q) but target %q has no password_file", quoted, t.Name))
-			return
-		}
-		if s.answered[kind] > 0 {
-			s.fail(ClassAuth, fmt.Sprintf("the server asked for the password again (%q): it was refused; not retrying so the account is not locked", quoted))
-			return
-		}
-		s.answer(kind, t.Password.answer())
+		s.answerSecret(kind, t.Password,
+			fmt.Sprintf("the server asks for a password (%q) but target %q has no password_file", quoted, t.Name),
+			fmt.Sprintf("the server asked for the password again (%q): it was refused; not retrying so the account is not locked", quoted))
 	case promptPassphrase:
-		if t.Passphrase.IsZero() {
-			s.fail(ClassAuth, fmt.Sprintf("the identity file needs a passphrase (%q) but target %q has no passphrase_file", quoted, t.Name))
-			return
-		}
-		if s.answered[kind] > 0 {
-			s.fail(ClassAuth, fmt.Sprintf("the passphrase was refused (%q asked again)", quoted))
-			return
-		}
-		s.answer(kind, t.Passphrase.answer())
+		s.answerSecret(kind, t.Passphrase,
+			fmt.Sprintf("the identity file needs a passphrase (%q) but target %q has no passphrase_file", quoted, t.Name),
+			fmt.Sprintf("the passphrase was refused (%q asked again)", quoted))
 	case promptHostKey:
 		keyType, fp := hostKeyFingerprint(append(s.recent, tail))
 		s.hostKey = hostKeySeen{keyType: keyType, fingerprint: fp}
@@ -321,6 +309,20 @@ func (s *session) checkPrompt(idle bool) {
 		s.refuseHostKey(ClassHostKeyMismatch, fmt.Sprintf("ssh asked %q; refusing", quoted))
 	case promptUnknown:
 		s.fail(ClassPrompt, fmt.Sprintf("the client asked %q, which dropship does not know how to answer", quoted))
+	}
+}
+
+// answerSecret types secret at a password or passphrase prompt, once. Without
+// a secret, or when the prompt comes back (the secret was refused), the run
+// ends as an authentication failure: answering again could lock the account.
+func (s *session) answerSecret(kind promptKind, secret Secret, missing, refused string) {
+	switch {
+	case secret.IsZero():
+		s.fail(ClassAuth, missing)
+	case s.answered[kind] > 0:
+		s.fail(ClassAuth, refused)
+	default:
+		s.answer(kind, secret.answer())
 	}
 }
 

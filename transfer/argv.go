@@ -33,9 +33,6 @@ type Target struct {
 	StallTimeout   time.Duration
 	SSHOptions     []string // extra ssh -o options, already validated by config
 	Connections    int      // parallel transfers
-	// SFTPBuffer and SFTPRequests tune sftp's -B and -R; 0 keeps defaults.
-	SFTPBuffer   int
-	SFTPRequests int
 }
 
 // Pinned reports whether the target's host key is pinned to a fingerprint.
@@ -171,12 +168,6 @@ func probeArgs(t *Target) []string {
 // because the first value wins: prompts still reach the pty.
 func sftpArgs(t *Target, controlPath string) []string {
 	args := []string{"-P", strconv.Itoa(t.Port)}
-	if t.SFTPBuffer > 0 {
-		args = append(args, "-B", strconv.Itoa(t.SFTPBuffer))
-	}
-	if t.SFTPRequests > 0 {
-		args = append(args, "-R", strconv.Itoa(t.SFTPRequests))
-	}
 	args = append(args, commonOptions(t, controlPath)...)
 	return append(args, "-b", "-", "--", bracketHost(t.Host))
 }

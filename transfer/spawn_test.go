@@ -13,8 +13,10 @@ import (
 // thread with it. The spawner forks from a thread that never exits, so a
 // client survives such threads ending while it runs (before the spawner,
 // the shared ssh connection died this way when a hashing goroutine ended).
+//
+// Not parallel: ending threads would also kill processes other tests fork
+// outside the spawner (sshdtest's sshd has a Pdeathsig of its own).
 func TestClientsSurviveThreadsEnding(t *testing.T) {
-	t.Parallel()
 	target := &Target{Name: "t"}
 	done := make(chan sessionResult, 1)
 	go func() {

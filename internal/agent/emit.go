@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"sync"
 	"time"
@@ -59,7 +60,7 @@ func (a *Agent) transferEvent(t *target, rec *journal.Record, state events.Trans
 		class := transfer.ClassOf(cause)
 		msg := cause.Error()
 		var te *transfer.Error
-		if asTransferError(cause, &te) {
+		if errors.As(cause, &te) {
 			msg = te.Message
 		}
 		d.Error = &events.ErrorInfo{Class: string(class), Message: msg, Retryable: state == stateRetrying}
@@ -238,12 +239,4 @@ func (a *Agent) commit(ops ...journal.Op) {
 	}
 	a.writer.add(ops...)
 	a.writer.flush()
-}
-
-func asTransferError(err error, target **transfer.Error) bool {
-	e, ok := err.(*transfer.Error)
-	if ok {
-		*target = e
-	}
-	return ok
 }

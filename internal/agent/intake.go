@@ -109,13 +109,7 @@ func (a *Agent) intakeLoop() {
 // accept decides what a ready file means: a new transfer, a newer version of
 // a queued one, or a repeat of something already known. Called with a.mu.
 func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
-	ws := a.watches[watchPath]
-	var wcfg *config.Watch
-	if ws != nil {
-		wcfg = &ws.cfg
-	} else if w := a.watchFor(watchPath); w != nil {
-		wcfg = w
-	}
+	wcfg := a.watchFor(watchPath)
 	if wcfg == nil {
 		return nil
 	}

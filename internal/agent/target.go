@@ -509,11 +509,8 @@ func (a *Agent) localFailure(t *target, w *config.Watch, rec *journal.Record, er
 // vanished forgets a queued file that is gone from its folder: someone
 // removed or moved it before it could be sent.
 func (a *Agent) vanished(t *target, rec *journal.Record) *journal.Op {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	delete(a.recs, rec.Key)
 	a.logger.Warn("file disappeared before it was sent", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name)
-	return &journal.Op{Delete: rec.Key}
+	return a.forget(rec)
 }
 
 // release marks a batch's files as no longer sending.

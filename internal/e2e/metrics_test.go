@@ -85,7 +85,13 @@ func TestMetricsAfterRealTransfers(t *testing.T) {
 		return len(c.ofType(events.TypeTransferCompleted)) == len(sizes)
 	})
 
-	m := scrape(t, addr)
+	// A subscriber can see an event before the agent has taken the ack and
+	// emptied its outbox.
+	var m map[string]float64
+	eventually(t, 10*time.Second, "an empty outbox", func() bool {
+		m = scrape(t, addr)
+		return m["dropship_outbox_depth"] == 0
+	})
 	want := map[string]float64{
 		`dropship_transfers_total{outcome="completed",target="partner"}`: 3,
 		`dropship_transferred_bytes_total{target="partner"}`:             float64(total),

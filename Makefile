@@ -5,7 +5,7 @@ PKGS     ?= ./...
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test lint fmt-check vet staticcheck race tidy-check bench package package-test clean
+.PHONY: all build test lint fmt-check vet staticcheck race tidy-check bench bench-wan package package-test clean
 
 all: build
 
@@ -66,4 +66,20 @@ package-test:
 ## bench/results/<UTC time>.md and bench/results/latest.md; see bench/README.md.
 ## DROPSHIP_BENCH_STRICT=1 makes a missed target fail the run.
 bench:
-	DROPSHIP_BENCH=1 $(GO) test ./bench -run TestBench -v -count=1 -timeout 60m
+	DROPSHIP_BENCH=1 $(GO) test ./bench -run '^TestBench$$' -v -count=1 -timeout 60m
+
+## bench-wan: issue 11's WAN benchmark: the same tools through toxiproxy (in the test process)
+## at 25 ms and then 100 ms each way: dropship beside rsync, tar | ssh, scp and sftp (about 20
+## minutes on 2 cores; also needs rsync). Saves bench/results/wan-<UTC time>.md and
+## bench/results/wan-latest.md. DROPSHIP_BENCH_QUICK=1 is a smoke run with small sizes that saves
+## nothing; DROPSHIP_BENCH_WAN_TIMEOUT=5m is the time one tool may take for one row.
+bench-wan:
+	DROPSHIP_BENCH_WAN=1 $(GO) test ./bench -run '^TestBenchWAN$$' -v -count=1 -timeout 90m
+
+## package-live: the packaged service under a real systemd: boots a minimal Debian 12 under
+## systemd-nspawn (rootfs debootstrapped once, cached in /var/cache/dropship-live) and tests the
+## .deb's unit live with an sshd as target, then the .rpm with `rpm --root`
+## (packaging/live-test.sh, packaging/NOTES.md). Root; about 6 minutes once cached.
+.PHONY: package-live
+package-live:
+	bash packaging/live-test.sh

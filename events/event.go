@@ -104,6 +104,11 @@ type Transfer struct {
 	Reason string `json:"reason,omitempty"`
 	// NextAttemptAt is when the next attempt is due (retrying only).
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
+	// Warning says what looks wrong about this version of the file and what
+	// to do, e.g. that it reappeared right after an earlier version was
+	// delivered (a writer that closes and reopens it between pieces: raise
+	// settle or use ready_marker).
+	Warning string `json:"warning,omitempty"`
 }
 
 // Progress is the data of a progress event: a sample of a running attempt,

@@ -31,6 +31,9 @@ const (
 	ClassLostConnection   Class = "lost-connection"   // the connection dropped mid-way
 	ClassLocalFile        Class = "local-file"        // the local file is missing or unreadable
 	ClassBadName          Class = "bad-name"          // the name cannot be sent safely (a newline, say)
+	ClassLocalChanged     Class = "local-changed"     // the file changed (or was replaced) between its check and its rename
+	ClassUnsafePath       Class = "unsafe-path"       // the path leads outside the watched folder, or to something that is not a regular file of it
+	ClassRemoteExists     Class = "remote-exists"     // the remote file exists and overwrite = false
 	ClassCanceled         Class = "canceled"          // the agent stopped the transfer (shutdown)
 	ClassUnknown          Class = "unknown"           // nothing recognizable; treated as transient
 )
@@ -60,6 +63,9 @@ var classes = map[Class]classInfo{
 	ClassLostConnection:   {retryable: true, target: true},
 	ClassLocalFile:        {retryable: true},
 	ClassBadName:          {},
+	ClassLocalChanged:     {},
+	ClassUnsafePath:       {},
+	ClassRemoteExists:     {},
 	ClassCanceled:         {retryable: true},
 	ClassUnknown:          {retryable: true},
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,15 +35,19 @@ const (
 type Options struct {
 	Logger *slog.Logger
 	// ControlDir is a private (0700) folder for the shared connection's
-	// socket; "" turns connection sharing off. Its path must be short: a
-	// socket path has at most 107 bytes.
+	// socket; "" makes the client create one of its own in the system's
+	// temporary folder. Its path must be short: a socket path has at most
+	// 107 bytes.
 	ControlDir string
 	// Atomic writes each file under a temporary name and renames it into
 	// place when complete.
 	Atomic bool
-	// SSH and SFTP are the client programs; "" means "ssh" and "sftp" from
-	// PATH.
-	SSH, SFTP string
+	// Overwrite lets a delivery replace a file of the same name on the
+	// server. Without it an existing file is never replaced: the upload
+	// fails with ClassRemoteExists.
+	Overwrite bool
+	// SSH is the OpenSSH client program; "" means "ssh" from PATH.
+	SSH string
 	// OnConnectionLine receives every line the shared connection's ssh
 	// prints (scrubbed).
 	OnConnectionLine func(line string)
@@ -68,6 +73,9 @@ type Result struct {
 	Start    time.Time
 	End      time.Time
 	ExitCode int
+	// SHA256 is the hex sha256 of the bytes delivered, computed from the
+	// same reads that sent them; "" unless Err is nil.
+	SHA256 string
 }
 
 // Client sends files to one target. It keeps one authenticated connection
@@ -78,10 +86,16 @@ type Client struct {
 	opts   Options
 	logger *slog.Logger
 	scrub  *scrubber
-	slots  chan struct{}
+	slots  chan int
+	budget *budget
+	ownDir string // a ControlDir of its own, removed by Close
+
+	dirsMu sync.Mutex
+	dirs   map[string]*dirState
 
 	mu       sync.Mutex
 	master   *master
+	conns    []*sftpConn // by slot
 	idle     *time.Timer
 	inflight int
 	closed   bool
@@ -101,19 +115,32 @@ func NewClient(t Target, opts Options) (*Client, error) {
 	if opts.SSH == "" {
 		opts.SSH = "ssh"
 	}
-	if opts.SFTP == "" {
-		opts.SFTP = "sftp"
-	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	ownDir := ""
+	if opts.ControlDir == "" {
+		// The SFTP sessions always go through a shared connection.
+		dir, err := os.MkdirTemp("", "dropship-ctl-")
+		if err != nil {
+			return nil, fmt.Errorf("create a folder for the shared connection's socket: %w", err)
+		}
+		opts.ControlDir, ownDir = dir, dir
+	}
 	c := &Client{
+		ownDir: ownDir,
 		t:      t,
 		opts:   opts,
 		logger: logger.With("target", t.Name),
 		scrub:  newScrubber(t.Password, t.Passphrase),
-		slots:  make(chan struct{}, t.Connections),
+		slots:  make(chan int, t.Connections),
+		budget: newBudget(int64(t.Connections) * sessionBudget),
+		dirs:   map[string]*dirState{},
+		conns:  make([]*sftpConn, t.Connections),
+	}
+	for i := range t.Connections {
+		c.slots <- i
 	}
 	return c, nil
 }
@@ -121,197 +148,182 @@ func NewClient(t Target, opts Options) (*Client, error) {
 // Target returns the client's target (its secrets print as "[redacted]").
 func (c *Client) Target() Target { return c.t }
 
-// Upload sends items in one sftp session through the shared connection and
-// returns one Result per item, in order. Items are independent: one that
-// cannot be expressed safely fails alone with ClassBadName. After a failure
-// the session stops; the failed item's temporary file is removed where
-// possible, and later items come back with Began false.
-func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Result {
-	results := make([]Result, len(items))
-	for i, it := range items {
-		results[i] = Result{ID: it.ID, ExitCode: -1}
-	}
-	p := buildPlan(items, c.opts.Atomic)
-	for i, err := range p.rejected {
-		results[i].Err = &Error{Class: ClassBadName, Message: err.Error(), ExitCode: -1}
-	}
-	if len(p.rejected) == len(items) {
-		return results
-	}
-
-	release, err := c.acquire(ctx)
-	if err != nil {
-		return failAll(results, err)
-	}
-	defer release()
-	sock, err := c.connection(ctx)
-	if err != nil {
-		return failAll(results, err)
-	}
-
-	tr := &tracker{plan: p}
-	var total int64
-	for _, it := range items {
-		total += it.Size
-	}
-	cur := func() string {
-		if i := tr.current(); i >= 0 {
-			return items[i].ID
-		}
-		return items[0].ID
-	}
-	start := time.Now()
-	res, err := runSession(ctx, sessionSpec{
-		prog:         c.opts.SFTP,
-		args:         sftpArgs(&c.t, sock),
-		stdin:        strings.NewReader(p.script()),
-		loginTimeout: c.t.ConnectTimeout + loginSlack,
-		stallTimeout: c.t.StallTimeout,
-		deadline:     start.Add(deadlineBase + time.Duration(total/deadlineRate)*time.Second),
-		target:       &c.t,
-		scrub:        c.scrub,
-		logger:       c.logger,
-		onLine: func(line string) {
-			if cmd, ok := tr.echo(line); ok && cmd.item >= 0 && !results[cmd.item].Began {
-				results[cmd.item].Began = true
-				results[cmd.item].Start = time.Now()
-				if obs.Begin != nil {
-					obs.Begin(items[cmd.item].ID)
-				}
-			}
-			if obs.Line != nil {
-				obs.Line(cur(), line)
-			}
-		},
-		onFrame: func(pr Progress, _ string) {
-			if obs.Progress != nil && tr.current() >= 0 {
-				obs.Progress(items[tr.current()].ID, pr)
-			}
-		},
-	})
-	end := time.Now()
-	if err != nil {
-		return failAll(results, &Error{Class: ClassUnknown, Message: err.Error(), ExitCode: -1})
-	}
-	done, failed := tr.outcome(res.exitCode)
-	var sessionErr error
-	if res.err != nil {
-		sessionErr = res.err
-	} else if res.exitCode != 0 {
-		sessionErr = res.failure()
-	}
-	var leftovers []Item
-	for i := range results {
-		if results[i].Err != nil { // rejected
-			continue
-		}
-		results[i].ExitCode = res.exitCode
-		results[i].End = end
-		if results[i].Start.IsZero() {
-			results[i].Start = start
-		}
-		switch {
-		case done[i]:
-		case i == failed || (failed < 0 && !results[i].Began):
-			results[i].Err = sessionErr
-			if sessionErr == nil {
-				results[i].Err = &Error{Class: ClassUnknown, Message: "sftp ended before this file was confirmed", ExitCode: res.exitCode}
-			}
-			if results[i].Began && c.opts.Atomic {
-				leftovers = append(leftovers, items[i])
-			}
-		default:
-			// Never began: it waits for the next batch, with the
-			// reason the batch stopped.
-			results[i].Err = sessionErr
-			if results[i].Err == nil {
-				results[i].Err = &Error{Class: ClassUnknown, Message: "sftp stopped before this file", ExitCode: res.exitCode}
-			}
-		}
-	}
-	// A canceled upload (the agent is stopping) returns at once: the
-	// cleanup session could take up to its own login timeout, and the next
-	// attempt overwrites the temporary file anyway.
-	if len(leftovers) > 0 && ctx.Err() == nil {
-		c.cleanup(sock, leftovers)
-	}
-	return results
-}
-
-// failAll gives every item that has no result yet the error err.
-func failAll(results []Result, err error) []Result {
-	for i := range results {
-		if results[i].Err == nil {
-			results[i].Err = err
-		}
-	}
-	return results
-}
-
-// cleanup removes temporary files a failed attempt may have left, in a short
-// session of its own. Best effort: a retry overwrites them anyway.
-func (c *Client) cleanup(sock string, items []Item) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.t.ConnectTimeout+loginSlack)
-	defer cancel()
-	res, err := runSession(ctx, sessionSpec{
-		prog:         c.opts.SFTP,
-		args:         sftpArgs(&c.t, sock),
-		stdin:        strings.NewReader(cleanupScript(items)),
-		loginTimeout: c.t.ConnectTimeout + loginSlack,
-		stallTimeout: c.t.StallTimeout,
-		target:       &c.t,
-		scrub:        c.scrub,
-		logger:       c.logger,
-	})
-	if err != nil || res.err != nil || res.exitCode != 0 {
-		c.logger.Warn("could not remove temporary files of a failed upload; the next attempt overwrites them", "files", len(items))
-	}
-}
-
 // Check logs in, checks that remoteDir is a folder, and sends nothing.
 func (c *Client) Check(ctx context.Context, remoteDir string) error {
-	release, err := c.acquire(ctx)
+	release, slot, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
-	sock, err := c.connection(ctx)
+	sock, _, err := c.connection(ctx)
 	if err != nil {
 		return err
 	}
-	dir, err := sftpQuote(remoteJoin(remoteDir))
-	if err != nil {
-		return &Error{Class: ClassRemotePath, Message: "remote_dir " + err.Error(), ExitCode: -1}
-	}
-	res, err := runSession(ctx, sessionSpec{
-		prog:         c.opts.SFTP,
-		args:         sftpArgs(&c.t, sock),
-		stdin:        strings.NewReader("cd " + dir + "\npwd\n"),
-		loginTimeout: c.t.ConnectTimeout + loginSlack,
-		stallTimeout: c.t.StallTimeout,
-		target:       &c.t,
-		scrub:        c.scrub,
-		logger:       c.logger,
-		onLine:       c.opts.OnConnectionLine,
-	})
+	s, err := c.session(ctx, slot, sock)
 	if err != nil {
 		return err
 	}
-	if res.err != nil {
-		return res.err
-	}
-	if res.exitCode != 0 {
-		return res.failure()
+	var fi os.FileInfo
+	err = s.do(func() (err error) { fi, err = s.client.Stat(remoteDir); return })
+	switch {
+	case err != nil && (isConnErr(err) || !s.alive()):
+		c.dropSession(slot, s)
+		return s.failureOr(ClassLostConnection, "the SFTP session ended")
+	case err != nil:
+		return requestErr("stat remote_dir", remoteDir, err)
+	case !fi.IsDir():
+		return &Error{Class: ClassRemotePath, Message: fmt.Sprintf("remote_dir %q is not a folder", remoteDir), ExitCode: -1}
 	}
 	return nil
 }
 
-// acquire takes one of the target's connection slots.
-func (c *Client) acquire(ctx context.Context) (func(), error) {
+// Discard removes the temporary files that attempts of items may have left on
+// the server: for a transfer that failed for good, or one whose file is gone.
+// Best effort; it reports the first error.
+func (c *Client) Discard(ctx context.Context, items []Item) error {
+	if len(items) == 0 || !c.opts.Atomic {
+		return nil
+	}
+	release, slot, err := c.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	sock, _, err := c.connection(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := c.session(ctx, slot, sock)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, it := range items {
+		tmp := it.TempPath()
+		err := s.do(func() error { return s.client.Remove(tmp) })
+		if err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {
+			first = requestErr("remove", tmp, err)
+		}
+	}
+	if !s.alive() {
+		c.dropSession(slot, s)
+	}
+	return first
+}
+
+// session returns the live SFTP session of slot, opening one through the
+// shared connection when there is none.
+func (c *Client) session(ctx context.Context, slot int, sock string) (*sftpConn, error) {
+	c.mu.Lock()
+	s := c.conns[slot]
+	c.mu.Unlock()
+	if s != nil && s.alive() {
+		return s, nil
+	}
+	s, err := dialSFTP(ctx, c, sock, c.opts.OnConnectionLine)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		go s.close()
+		return nil, &Error{Class: ClassCanceled, Message: "the client is closed", ExitCode: -1}
+	}
+	c.conns[slot] = s
+	return s, nil
+}
+
+// dropSession forgets slot's session s (it ended).
+func (c *Client) dropSession(slot int, s *sftpConn) {
+	c.mu.Lock()
+	if c.conns[slot] == s {
+		c.conns[slot] = nil
+	}
+	c.mu.Unlock()
+	go s.close()
+}
+
+// remoteDirs checks once that remoteDir exists, and creates the folders
+// between it and dir that are missing. Folders are created once per client,
+// by whichever file needs them first; files that need the same folder wait
+// for it.
+func (c *Client) remoteDirs(s *sftpConn, remoteDir, dir string) error {
+	if err := c.dir(s, remoteDir, false); err != nil {
+		return err
+	}
+	if dir == path.Clean(remoteDir) {
+		return nil
+	}
+	rel := strings.TrimPrefix(dir, path.Clean(remoteDir)+"/")
+	if path.Clean(remoteDir) == "." {
+		rel = dir
+	}
+	cur := path.Clean(remoteDir)
+	for _, name := range strings.Split(rel, "/") {
+		cur = path.Join(cur, name)
+		if err := c.dir(s, cur, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dir makes sure p is a folder on the server, creating it when create.
+func (c *Client) dir(s *sftpConn, p string, create bool) error {
+	c.dirsMu.Lock()
+	d := c.dirs[p]
+	if d == nil {
+		d = &dirState{}
+		c.dirs[p] = d
+	}
+	c.dirsMu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ok {
+		return nil
+	}
+	var fi os.FileInfo
+	err := s.do(func() (err error) { fi, err = s.client.Stat(p); return })
+	if err == nil && !fi.IsDir() {
+		return &Error{Class: ClassRemotePath, Message: fmt.Sprintf("%q on the server is not a folder", p), ExitCode: -1}
+	}
+	if err != nil && errors.Is(err, os.ErrNotExist) && create {
+		err = s.do(func() error { return s.client.Mkdir(p) })
+		if err != nil {
+			// Made meanwhile by someone else?
+			if s.do(func() (e error) { fi, e = s.client.Stat(p); return }) == nil && fi.IsDir() {
+				err = nil
+			}
+		}
+	}
+	if err != nil {
+		if isConnErr(err) || !s.alive() {
+			return s.failureOr(ClassLostConnection, "the SFTP session ended")
+		}
+		if errors.Is(err, os.ErrNotExist) && !create {
+			return &Error{Class: ClassRemotePath, Message: fmt.Sprintf("remote_dir %q does not exist on the server (check remote_dir)", p), ExitCode: -1}
+		}
+		return requestErr("mkdir", p, err)
+	}
+	d.ok = true
+	return nil
+}
+
+// dirState is what the client knows of one remote folder.
+type dirState struct {
+	mu sync.Mutex
+	ok bool
+}
+
+// acquire takes one of the target's connection slots: the index of the SFTP
+// session to use.
+func (c *Client) acquire(ctx context.Context) (func(), int, error) {
+	var slot int
 	select {
-	case c.slots <- struct{}{}:
+	case slot = <-c.slots:
 	case <-ctx.Done():
-		return nil, &Error{Class: ClassCanceled, Message: "stopped while waiting for a free connection", ExitCode: -1}
+		return nil, 0, &Error{Class: ClassCanceled, Message: "stopped while waiting for a free connection", ExitCode: -1}
 	}
 	c.mu.Lock()
 	c.inflight++
@@ -327,8 +339,8 @@ func (c *Client) acquire(ctx context.Context) (func(), error) {
 			c.idle = time.AfterFunc(masterIdle, func() { c.stopIdle(m) })
 		}
 		c.mu.Unlock()
-		<-c.slots
-	}, nil
+		c.slots <- slot
+	}, slot, nil
 }
 
 func (c *Client) stopIdle(m *master) {
@@ -336,22 +348,20 @@ func (c *Client) stopIdle(m *master) {
 	defer c.mu.Unlock()
 	if c.master == m && c.inflight == 0 {
 		c.master = nil
+		c.closeSessions()
 		m.stop()
 	}
 }
 
 // connection returns the socket of a live shared connection, starting one
-// when there is none, or "" when sharing is off. A failure to log in is
+// when there is none. A failure to log in is
 // returned as is: transfers do not try their own connection, which would
 // answer the same refused password again.
-func (c *Client) connection(ctx context.Context) (string, error) {
-	if c.opts.ControlDir == "" {
-		return "", nil
-	}
+func (c *Client) connection(ctx context.Context) (string, *master, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return "", &Error{Class: ClassCanceled, Message: "the client is closed", ExitCode: -1}
+		return "", nil, &Error{Class: ClassCanceled, Message: "the client is closed", ExitCode: -1}
 	}
 	m := c.master
 	if m != nil && !m.alive() {
@@ -361,13 +371,13 @@ func (c *Client) connection(ctx context.Context) (string, error) {
 		sock, err := c.controlPath()
 		if err != nil {
 			c.mu.Unlock()
-			return "", err
+			return "", nil, err
 		}
 		m = startMaster(c, sock)
 		c.master = m
 	}
 	c.mu.Unlock()
-	return m.sock, m.wait(ctx)
+	return m.sock, m, m.wait(ctx)
 }
 
 // controlPath is the socket path of this target's shared connection.
@@ -391,11 +401,25 @@ func (c *Client) Close() error {
 	if c.idle != nil {
 		c.idle.Stop()
 	}
+	c.closeSessions()
 	c.mu.Unlock()
 	if m != nil {
 		m.stop()
 	}
+	if c.ownDir != "" {
+		_ = os.RemoveAll(c.ownDir)
+	}
 	return nil
+}
+
+// closeSessions ends every SFTP session. Called with c.mu.
+func (c *Client) closeSessions() {
+	for i, s := range c.conns {
+		if s != nil {
+			c.conns[i] = nil
+			go s.close()
+		}
+	}
 }
 
 // master is one run of the shared connection's ssh.

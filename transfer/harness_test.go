@@ -183,7 +183,12 @@ func localItem(t *testing.T, id, name string, data []byte, remoteDir, rel string
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return Item{ID: id, Local: p, RemoteDir: remoteDir, Rel: rel, Size: int64(len(data))}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return Item{ID: id, File: f, Local: p, RemoteDir: remoteDir, Rel: rel, Size: int64(len(data))}
 }
 
 // upload runs one Upload with a generous deadline.

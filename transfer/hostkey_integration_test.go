@@ -235,7 +235,7 @@ func TestHostKeyPolicyIgnoresHostileSSHConfig(t *testing.T) {
 		}
 		return w
 	}
-	sshW, sftpW := wrap("ssh"), wrap("sftp")
+	sshW := wrap("ssh")
 
 	// Control: inside the namespace, ssh does read the hostile config.
 	out, err := exec.Command(sshW, "-G", "-p", "22", "127.0.0.1").CombinedOutput()
@@ -252,7 +252,7 @@ func TestHostKeyPolicyIgnoresHostileSSHConfig(t *testing.T) {
 	}
 	tg.KnownHosts = []string{empty}
 	for _, shared := range []bool{false, true} {
-		opts := Options{Atomic: true, SSH: sshW, SFTP: sftpW}
+		opts := Options{Atomic: true, SSH: sshW}
 		if shared {
 			opts.ControlDir = controlDir(t)
 		}
@@ -264,7 +264,7 @@ func TestHostKeyPolicyIgnoresHostileSSHConfig(t *testing.T) {
 	// A pin stays a pin.
 	tg.HostKey = "SHA256:" + strings.Repeat("B", 43)
 	items, remote := oneFile(t, "hostile-pin")
-	res := upload(t, newClient(t, tg, Options{Atomic: true, SSH: sshW, SFTP: sftpW}), items, Observer{})
+	res := upload(t, newClient(t, tg, Options{Atomic: true, SSH: sshW}), items, Observer{})
 	wantClass(t, res[0].Err, ClassHostKeyMismatch, srv.HostKeyFingerprint)
 	wantNothingSent(t, remote)
 	if n := acceptedLogins(srv); n != 0 {

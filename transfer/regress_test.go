@@ -7,27 +7,6 @@ import (
 
 // Regression tests for engine bugs the integration tests found.
 
-// sftp echoes a batch command through mprintf(), which escapes non-ASCII and
-// control bytes in the C locale: the tracker must still recognize it, or a
-// batch with a unicode name is reported failed after it was delivered.
-func TestTrackerRecognizesEscapedEcho(t *testing.T) {
-	items := []Item{{ID: "u", Local: "/l/ünï\x01.txt", RemoteDir: "/r", Rel: "日本\t.txt", Size: meterThreshold}}
-	tr := &tracker{plan: buildPlan(items, true)}
-	echoes := []string{
-		"sftp> progress",
-		`sftp> put /l/\303\274n\303\257\\001.txt /r/.dropship-u.part`,
-		"sftp> rename /r/.dropship-u.part /r/\\346\\227\\245\\346\\234\\254\\\t.txt",
-	}
-	for _, e := range echoes {
-		if _, ok := tr.echo(e); !ok {
-			t.Fatalf("echo %q not recognized; commands %q", e, tr.plan.script())
-		}
-	}
-	if done, failed := tr.outcome(0); !done[0] || failed != -1 {
-		t.Errorf("done %v failed %d", done, failed)
-	}
-}
-
 // A client that dies mid-file prints its error right after the last meter
 // frame, with no line end between them: the error is still a line of its
 // own, so it is classified.

@@ -267,8 +267,13 @@ func (s *session) readLoop(exited <-chan struct{}) {
 }
 
 // checkPrompt answers a complete prompt in the tail, or ends the run.
+//
+// Prompts are looked for only during the login: once ssh has said
+// "Authenticated to …" nothing is ever typed again, whatever text looks like
+// a question (no file name, listing or file data reaches this pty, but
+// nothing may be answered that the login phase did not ask).
 func (s *session) checkPrompt(idle bool) {
-	if s.answering || s.failed() {
+	if s.answering || s.estDone || s.failed() {
 		return
 	}
 	tail := s.tok.Tail()

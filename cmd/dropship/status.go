@@ -185,5 +185,8 @@ func retryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "%d file(s) queued again\n", resp.Requeued)
+	for _, w := range resp.Waiting {
+		fmt.Fprintf(stdout, "target %s: its login was refused (%s); it is tried again at %s, when its backoff allows, not sooner\n", w.Target, w.Class, w.Next.Local().Format(time.RFC3339))
+	}
 	return nil
 }

@@ -59,6 +59,7 @@ type Agent struct {
 	recs        map[string]*journal.Record // every journaled file, by key
 	sending     map[string]bool            // keys with an upload running
 	newer       map[string]watcher.File    // a newer version seen while sending
+	recent      map[string]recentDelivery  // keys delivered lately, for the pieces warning
 	postq       []string                   // keys waiting for post-processing (archive, delete, failed_dir)
 	watchErrs   map[string]*watcher.Error  // last operational problem per watch
 	writer      *journalWriter
@@ -95,6 +96,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		recs:      map[string]*journal.Record{},
 		sending:   map[string]bool{},
 		newer:     map[string]watcher.File{},
+		recent:    map[string]recentDelivery{},
 		watchErrs: map[string]*watcher.Error{},
 		intake:    make(chan intakeFile, 1024),
 		fatal:     make(chan error, 1),
@@ -379,8 +381,8 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		Logger:     a.opts.Logger.With(keyComponent, "transfer"),
 		ControlDir: a.controlDir(),
 		Atomic:     t.Atomic,
+		Overwrite:  t.Overwrite,
 		SSH:        a.opts.SSH,
-		SFTP:       a.opts.SFTP,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)
 		},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dropship/dropship/events"
 	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/transfer"
 )
 
 // Status is what `dropship status` shows: the answer of the control
@@ -56,9 +57,19 @@ type RetryRequest struct {
 	Failed bool   `json:"failed,omitempty"`
 }
 
-// RetryResponse says how many files were queued again.
+// RetryResponse says how many files were queued again, and, for targets
+// whose login was refused, when they will be tried: a retry does not log in
+// again before the target's backoff allows.
 type RetryResponse struct {
-	Requeued int `json:"requeued"`
+	Requeued int             `json:"requeued"`
+	Waiting  []TargetWaiting `json:"waiting,omitempty"`
+}
+
+// TargetWaiting is a target that a retry does not try at once.
+type TargetWaiting struct {
+	Target string    `json:"target"`
+	Class  string    `json:"class"`
+	Next   time.Time `json:"next_attempt_at"`
 }
 
 // control is the nats.go/micro service on <prefix>.<agent>.ctl.*.
@@ -99,12 +110,12 @@ func startControl(a *Agent) (*control, error) {
 				respond(req, nil, fmt.Errorf(`want {"id":"<transfer id or path>"} or {"failed":true}`))
 				return
 			}
-			n := a.Retry(r)
-			if r.ID != "" && n == 0 {
+			resp := a.Retry(r)
+			if r.ID != "" && resp.Requeued == 0 {
 				respond(req, nil, fmt.Errorf("no failed or waiting transfer with id or path %q", r.ID))
 				return
 			}
-			respond(req, RetryResponse{Requeued: n}, nil)
+			respond(req, resp, nil)
 		}), micro.WithEndpointSubject(a.subj.Control(events.ControlRetry)))
 	}
 	if err != nil {
@@ -168,13 +179,14 @@ func (a *Agent) Status() Status {
 
 // Retry queues failed files again (and files waiting for a retry, at once).
 // It returns how many were queued.
-func (a *Agent) Retry(r RetryRequest) int {
+func (a *Agent) Retry(r RetryRequest) RetryResponse {
 	a.mu.Lock()
 	// Secret files are read again, so a fixed password counts at once.
 	if err := a.applyConfig(a.cfg); err != nil {
 		a.logger.Warn("retry: could not refresh the targets; using them as they are", keyErr, err)
 	}
 	var ops []journal.Op
+	waiting := map[string]TargetWaiting{}
 	for _, rec := range a.recs {
 		if a.sending[rec.Key] {
 			continue
@@ -195,8 +207,15 @@ func (a *Agent) Retry(r RetryRequest) int {
 		ops = append(ops, journal.Op{Put: &nr})
 		if t := a.targets[nr.Target]; t != nil {
 			t.enqueue(nr.Key)
-			if t.failClass != "" {
+			// A refused login (credentials, host key, a prompt) is
+			// tried again only when its backoff allows, however often
+			// retry is asked: repeated refused logins can lock the
+			// account. Other failures are probed at once.
+			if t.failClass != "" && !loginRefused(t.failClass) {
 				t.retryAt = time.Now()
+			}
+			if t.failClass != "" && loginRefused(t.failClass) {
+				waiting[t.name] = TargetWaiting{Target: t.name, Class: string(t.failClass), Next: t.retryAt}
 			}
 		}
 	}
@@ -206,5 +225,16 @@ func (a *Agent) Retry(r RetryRequest) int {
 	if len(ops) > 0 {
 		a.logger.Info("queued again on request", "files", len(ops))
 	}
-	return len(ops)
+	resp := RetryResponse{Requeued: len(ops)}
+	for _, w := range waiting {
+		a.logger.Info("retry: the target's login was refused; it is tried again when its backoff allows", keyTarget, w.Target, keyClass, w.Class, "next_attempt_at", w.Next)
+		resp.Waiting = append(resp.Waiting, w)
+	}
+	return resp
+}
+
+// loginRefused says whether class is a refused login: trying again soon
+// only repeats it at the partner's server.
+func loginRefused(class transfer.Class) bool {
+	return class == transfer.ClassAuth || class == transfer.ClassPrompt || class.Security()
 }

@@ -35,10 +35,11 @@ func (a *Agent) transferEvent(t *target, rec *journal.Record, state events.Trans
 		Watch:      rec.Watch,
 		Target:     events.TargetRef{Name: t.name, Host: t.cfg.Host, Port: t.cfg.Port},
 		LocalPath:  rec.Path,
-		RemotePath: remotePath(&t.cfg, rec.Rel),
+		RemotePath: transfer.RemotePath(t.cfg.RemoteDir, rec.Rel),
 		SizeBytes:  rec.Size,
 		SHA256:     rec.SHA256,
 		Reason:     rec.Reason,
+		Warning:    rec.Warning,
 	}
 	if !start.IsZero() {
 		d.StartedAt = &start

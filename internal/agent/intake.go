@@ -2,11 +2,13 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/transfer"
 	"github.com/dropship/dropship/watcher"
 )
 
@@ -123,9 +125,15 @@ func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
 		}
 		return nil
 	}
-	if same && rec.State != journal.Queued {
-		// Already queued, sent, kept or failed in this very version: a
-		// rescan reports files again.
+	if same {
+		// Already known in this very version (a rescan, or the first
+		// scan after a restart, reports files again): a queued one
+		// keeps its transfer id and its place.
+		if rec.State == journal.Queued {
+			if t := a.targets[rec.Target]; t != nil {
+				t.enqueue(key)
+			}
+		}
 		return nil
 	}
 	now := time.Now()
@@ -140,6 +148,18 @@ func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
 		}
 		return &journal.Op{Put: &r}
 	}
+	var ended []journal.Event
+	if rec != nil && rec.State == journal.Queued {
+		// Tried before and waiting for its next attempt: that transfer
+		// ends here, and the new version gets its own.
+		if t := a.targets[rec.Target]; t != nil {
+			old := *rec
+			cause := &transfer.Error{Class: transfer.ClassLocalChanged, Message: fmt.Sprintf("%s: a new version replaced it before it was delivered; the new version is sent as a transfer of its own", rec.Path), ExitCode: -1}
+			ev := a.transferEvent(t, &old, stateFailed, now, now, cause, nil)
+			ended = append(ended, ev)
+		}
+	}
+	warning := a.piecesWarning(key, f, wcfg, now)
 	r := &journal.Record{
 		Key:       key,
 		ID:        newID(),
@@ -163,11 +183,55 @@ func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
 		a.logger.Warn("file queued for a target that is not configured; it waits", keyTransferID, r.ID, keyFile, f.Path, keyTarget, r.Target)
 		return &journal.Op{Put: r}
 	}
+	r.Warning = warning
 	ev := a.transferEvent(t, r, stateQueued, time.Time{}, time.Time{}, nil, nil)
 	r.EventIDs = append(r.EventIDs, ev.ID)
 	t.enqueue(key)
 	a.logger.Info("queued", keyTransferID, r.ID, keyFile, f.Path, keyTarget, t.name, "reason", f.Reason)
-	return &journal.Op{Put: r, Events: []journal.Event{ev}}
+	return &journal.Op{Put: r, Events: append(ended, ev)}
+}
+
+// recentDelivery is a file delivered lately: a new version of it soon after
+// suggests a writer that closes and reopens it between pieces.
+type recentDelivery struct {
+	at   time.Time
+	id   string
+	size int64
+}
+
+// piecesWindow is how long after a delivery a new version of the same file
+// raises the pieces warning: a few settle periods.
+func piecesWindow(w *config.Watch) time.Duration { return max(5*w.Settle, 10*time.Second) }
+
+// noteDelivered remembers that rec was delivered at now. Called with a.mu.
+func (a *Agent) noteDelivered(rec *journal.Record, now time.Time) {
+	if len(a.recent) > 10000 {
+		for k, d := range a.recent {
+			if now.Sub(d.at) > 10*time.Minute {
+				delete(a.recent, k)
+			}
+		}
+	}
+	a.recent[rec.Key] = recentDelivery{at: now, id: rec.ID, size: rec.Size}
+}
+
+// piecesWarning is the warning for a file that grows or reappears right after
+// it was delivered, "" otherwise. Each piece of a file written in pieces (a
+// writer that closes it and opens it again later, `>>` per chunk) would be
+// delivered as the file, each replacing the last on the server. Called with
+// a.mu.
+func (a *Agent) piecesWarning(key string, f watcher.File, w *config.Watch, now time.Time) string {
+	d, ok := a.recent[key]
+	if !ok || now.Sub(d.at) > piecesWindow(w) {
+		return ""
+	}
+	how := "reappeared"
+	if f.Size > d.size {
+		how = "grew"
+	}
+	msg := fmt.Sprintf("%s %s %s after it was delivered (transfer %s, %d bytes; now %d bytes): its writer may close and reopen it between pieces, so each piece is delivered as the file; raise settle (now %s) above the writer's pauses, or have it write a ready_marker when done", f.Path, how, now.Sub(d.at).Round(time.Millisecond), d.id, d.size, f.Size, w.Settle)
+	a.logger.Warn("file changed right after its delivery: written in pieces?", keyFile, f.Path, "previous_transfer", d.id, "since_delivery", now.Sub(d.at).Round(time.Millisecond), "hint", "raise settle or use ready_marker")
+	return msg
 }
 
 // watchFor is the configuration of the watch at path (nil when it is no

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -121,19 +120,25 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 		abs, err := filepath.Abs(f)
 		results[i].File = f
 		if err == nil {
+			// The file is opened once; the engine reads (and hashes)
+			// only this descriptor.
+			var fh *os.File
 			var fi os.FileInfo
-			if fi, err = os.Stat(abs); err == nil && !fi.Mode().IsRegular() {
-				err = fmt.Errorf("%s is not a regular file", f)
+			if fh, err = os.Open(abs); err == nil {
+				defer fh.Close()
+				if fi, err = fh.Stat(); err == nil && !fi.Mode().IsRegular() {
+					err = fmt.Errorf("%s is not a regular file", f)
+				}
 			}
 			if err == nil {
 				rel := filepath.Base(abs)
-				results[i].RemotePath = remotePath(tc, rel)
+				results[i].RemotePath = transfer.RemotePath(tc.RemoteDir, rel)
 				base[i] = events.Transfer{
 					TransferID: newID(), Attempt: 1, Agent: subj.Agent,
 					Target:    events.TargetRef{Name: tt.Name, Host: tt.Host, Port: tt.Port},
 					LocalPath: abs, RemotePath: results[i].RemotePath, SizeBytes: fi.Size(),
 				}
-				items = append(items, transfer.Item{ID: base[i].TransferID, Local: abs, RemoteDir: tc.RemoteDir, Rel: rel, Size: fi.Size()})
+				items = append(items, transfer.Item{ID: base[i].TransferID, File: fh, Local: abs, RemoteDir: tc.RemoteDir, Rel: rel, Size: fi.Size()})
 				continue
 			}
 		}
@@ -151,12 +156,6 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 		}
 	}
 	out := client.Upload(ctx, items, transfer.Observer{})
-	sums := hashFiles(len(base), func(i int) (io.ReadCloser, error) {
-		if results[i].Err != nil {
-			return nil, results[i].Err
-		}
-		return os.Open(base[i].LocalPath)
-	})
 	byID := map[string]transfer.Result{}
 	for _, r := range out {
 		byID[r.ID] = r
@@ -167,7 +166,7 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 		}
 		r := byID[base[i].TransferID]
 		d := base[i]
-		d.SHA256 = sums[i]
+		d.SHA256 = r.SHA256
 		if r.Start.IsZero() {
 			r.Start = start
 		}

@@ -1,9 +1,8 @@
 package agent
 
 import (
+	"context"
 	"errors"
-	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -252,13 +251,12 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		Line:     func(id string, line string) { logs.line(byID[id], line) },
 		Progress: func(id string, p transfer.Progress) { logs.progress(byID[id], p) },
 	})
-	// The sha256 of what was sent, after the upload: hashing alongside it
-	// competes with OpenSSH for the CPU and slows the file down (on two
-	// cores a 1 GiB upload took 30% longer). The file is checked unchanged
-	// (size, mtime, inode) before its completed event.
-	sums := hashFiles(len(jobs), func(i int) (io.ReadCloser, error) { return jobs[i].file, nil })
+	// The sha256 of each file comes from the engine: it hashed the bytes
+	// it read from the checked descriptor to send them, so it is the
+	// sha256 of what was delivered.
 	for i, j := range jobs {
-		j.sum = sums[i]
+		j.sum = results[i].SHA256
+		j.file.Close()
 	}
 	a.writer.flush()
 	batchEnd := time.Now()
@@ -308,50 +306,62 @@ func (a *Agent) send(t *target, batch []*journal.Record) {
 		a.mu.Unlock()
 	}
 	a.commit(ops...)
+	a.discardLeftovers(t, jobs, results)
 	a.postProcess(done)
 	a.sweep() // failed_dir moves of files that just failed for good
 	a.release(batch)
 }
 
-// prepare opens a queued file and checks it is still the version that was
-// judged ready. It returns the job to send, or the journal change that
-// explains why not.
+// prepare opens a queued file beneath its watch folder and checks it is
+// still the version that was judged ready (see openChecked). It returns the
+// job to send, or the journal change that explains why not.
 func (a *Agent) prepare(t *target, w *config.Watch, rec *journal.Record) (*job, *journal.Op) {
-	f, err := os.Open(rec.Path)
+	root, follow := path.Dir(rec.Path), false
+	if w != nil {
+		root, follow = w.Path, w.FollowSymlinks
+	}
+	f, err := openChecked(root, follow, rec)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, a.vanished(t, rec)
 		}
-		return nil, a.localFailure(t, w, rec, fmt.Errorf("open %s: %w", rec.Path, err))
-	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		if err == nil {
-			err = fmt.Errorf("%s is no longer a regular file", rec.Path)
+		var te *transfer.Error
+		if errors.As(err, &te) && te.Class != transfer.ClassLocalFile {
+			return nil, a.refused(t, rec, te)
 		}
 		return nil, a.localFailure(t, w, rec, err)
-	}
-	id := identityOf(fi)
-	if !rec.SameFile(id.size, id.mtime, id.dev, id.inode) {
-		// Changed since it was judged ready: the watcher reports it
-		// again once it settles. Should that report be lost, look again
-		// after a settle period.
-		f.Close()
-		next := *rec
-		next.Size, next.ModTime, next.Dev, next.Inode = id.size, id.mtime, id.dev, id.inode
-		next.NextTry = time.Now().Add(max(time.Second, settleOf(w)))
-		next.UpdatedAt = time.Now()
-		a.mu.Lock()
-		a.recs[rec.Key] = &next
-		a.mu.Unlock()
-		return nil, &journal.Op{Put: &next}
 	}
 	return &job{
 		rec:  rec,
 		file: f,
-		item: transfer.Item{ID: rec.ID, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: rec.Rel, Size: rec.Size},
+		item: transfer.Item{ID: rec.ID, File: f, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: rec.Rel, Size: rec.Size},
 	}, nil
+}
+
+// refused ends a transfer whose file was not opened because it is not the
+// file that was checked: swapped for a symlink, a hard link, a folder or
+// another file (unsafe-path, local-changed). Its id ends failed; a new
+// version of the file that becomes ready gets a transfer of its own.
+func (a *Agent) refused(t *target, rec *journal.Record, cause *transfer.Error) *journal.Op {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := *rec
+	now := time.Now()
+	r.Attempts++
+	r.State = journal.Failed
+	r.NextTry = time.Time{}
+	r.LastClass, r.LastError, r.UpdatedAt = string(cause.Class), cause.Error(), now
+	a.metrics.outcome(t.name, string(stateFailed), r.Size, 0)
+	started := a.transferEvent(t, &r, stateStarted, now, time.Time{}, nil, nil)
+	ev := a.transferEvent(t, &r, stateFailed, now, now, cause, nil)
+	r.EventIDs = append(r.EventIDs, started.ID, ev.ID)
+	a.recs[r.Key] = &r
+	if cause.Class == transfer.ClassUnsafePath {
+		a.logger.Error("refused to send a file: possible attack through the watch folder", keyTransferID, r.ID, keyFile, r.Path, keyTarget, t.name, keyClass, cause.Class, keyErr, cause.Message)
+	} else {
+		a.logger.Warn("file changed before it was sent; its new version is sent once it is ready", keyTransferID, r.ID, keyFile, r.Path, keyTarget, t.name, keyClass, cause.Class)
+	}
+	return &journal.Op{Put: &r, Events: []journal.Event{started, ev}}
 }
 
 // began records that a file's upload started: the started event, through the
@@ -373,8 +383,9 @@ func (a *Agent) began(t *target, j *job) {
 }
 
 // delivered handles a file confirmed under its final name: completed event,
-// state sent. A file that changed while it was being sent is not
-// post-processed: the version that arrived may be a mix, so it is sent again.
+// state sent. The engine checked the descriptor unchanged (size, mtime,
+// ctime) after the last byte and before the rename, so what arrived is the
+// version that was checked, whole.
 func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	now := time.Now()
 	a.mu.Lock()
@@ -383,24 +394,9 @@ func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	rec.SHA256 = j.sum
 	rec.ExitCode = r.ExitCode
 	rec.UpdatedAt = now
-	if fi, err := os.Stat(rec.Path); err != nil || !rec.SameFile(identityOf(fi).size, identityOf(fi).mtime, identityOf(fi).dev, identityOf(fi).inode) {
-		cause := &transfer.Error{Class: transfer.ClassLocalFile, Message: "the file changed while it was being sent; it is sent again once it settles", ExitCode: r.ExitCode}
-		rec.State = journal.Queued
-		rec.LastClass, rec.LastError = string(cause.Class), cause.Message
-		if err == nil {
-			id := identityOf(fi)
-			rec.Size, rec.ModTime, rec.Dev, rec.Inode = id.size, id.mtime, id.dev, id.inode
-		}
-		rec.NextTry = now.Add(time.Second)
-		ev := a.transferEvent(t, &rec, stateRetrying, r.Start, r.End, cause, &rec.NextTry)
-		rec.EventIDs = append(rec.EventIDs, ev.ID)
-		a.recs[rec.Key] = &rec
-		a.requeueLocked(t, &rec)
-		j.rec = &rec
-		return &journal.Op{Put: &rec, Events: []journal.Event{ev}}
-	}
 	rec.State = journal.Sent
 	rec.LastClass, rec.LastError = "", ""
+	a.noteDelivered(&rec, now)
 	a.metrics.outcome(t.name, string(stateCompleted), rec.Size, r.End.Sub(r.Start))
 	a.logger.Info("delivered", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name, "remote", j.item.RemotePath(), "bytes", rec.Size, "attempt", rec.Attempts)
 	ev := a.transferEvent(t, &rec, stateCompleted, r.Start, r.End, nil, nil)
@@ -470,10 +466,48 @@ func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, co
 	a.recs[rec.Key] = &rec
 	ops = append(ops, journal.Op{Put: &rec, Events: []journal.Event{ev}})
 	a.logger.Warn("transfer failed", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name, keyClass, class, "attempt", rec.Attempts, "outcome", state, keyErr, r.Err)
-	if rec.State == journal.Failed && !class.TargetWide() && w != nil && w.FailedDir != "" {
+	if rec.State == journal.Failed && movesToFailedDir(class) && w != nil && w.FailedDir != "" {
 		a.postq = append(a.postq, rec.Key)
 	}
 	return ops
+}
+
+// discardLeftovers removes from the server the temporary files of transfers
+// of this batch that began and then failed for good, so that none is left
+// behind. Not after a failure of the whole target: reaching the server again
+// would be one more refused login.
+func (a *Agent) discardLeftovers(t *target, jobs []*job, results []transfer.Result) {
+	var items []transfer.Item
+	a.mu.Lock()
+	for i, r := range results {
+		if r.Err == nil || !r.Began || transfer.ClassOf(r.Err).TargetWide() {
+			continue
+		}
+		if rec := a.recs[jobs[i].rec.Key]; rec != nil && rec.ID == jobs[i].rec.ID && rec.State == journal.Failed {
+			items = append(items, jobs[i].item)
+		}
+	}
+	a.mu.Unlock()
+	if len(items) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.sendCtx, time.Minute)
+	defer cancel()
+	if err := t.client.Discard(ctx, items); err != nil {
+		a.logger.Warn("could not remove the temporary files of failed transfers from the server", keyTarget, t.name, "files", len(items), keyErr, err)
+	}
+}
+
+// movesToFailedDir says whether a file that failed for good with class goes to
+// failed_dir. Not when the target failed (the file is fine), nor when the file
+// changed or was swapped (what is at its path now is not what failed, and may
+// be a writer's file in use or an attacker's link).
+func movesToFailedDir(class transfer.Class) bool {
+	switch class {
+	case transfer.ClassLocalChanged, transfer.ClassUnsafePath:
+		return false
+	}
+	return !class.TargetWide()
 }
 
 // localFailure records a file that could not be read: class local-file,
@@ -549,7 +583,7 @@ func (a *Agent) targetFailed(t *target, class transfer.Class, err error) {
 	t.failMsg = err.Error()
 	t.failures++
 	wait := backoff(t.cfg.RetryBackoff, t.cfg.RetryBackoffMax, t.failures)
-	if !class.Retryable() && (class == transfer.ClassAuth || class.Security() || class == transfer.ClassPrompt) {
+	if !class.Retryable() && loginRefused(class) {
 		wait = t.cfg.RetryBackoffMax
 	}
 	t.retryAt = time.Now().Add(wait)
@@ -608,11 +642,6 @@ func settleOf(w *config.Watch) time.Duration {
 		return 0
 	}
 	return w.Settle
-}
-
-// remotePath is where rel lands on t.
-func remotePath(t *config.Target, rel string) string {
-	return path.Join(t.RemoteDir, rel)
 }
 
 // wakeAll pokes every worker (shutdown, reload).

@@ -56,10 +56,13 @@ type Target struct {
 	PassphraseFile string // a path or credential:NAME; empty for none
 	// HostKey is "strict", "accept-new" or a pinned "SHA256:" fingerprint of
 	// 43 base64 characters.
-	HostKey         string
-	KnownHostsFile  string // defaults to <state_dir>/known_hosts
-	RemoteDir       string // "." is the login directory
-	Atomic          bool
+	HostKey        string
+	KnownHostsFile string // defaults to <state_dir>/known_hosts
+	RemoteDir      string // "." is the login directory
+	Atomic         bool
+	// Overwrite lets a delivery replace a remote file of the same name;
+	// false never replaces one (the file fails as remote-exists and waits).
+	Overwrite       bool
 	Connections     int
 	ConnectTimeout  time.Duration
 	StallTimeout    time.Duration
@@ -130,6 +133,7 @@ func DefaultTarget() Target {
 		HostKey:         HostKeyStrict,
 		RemoteDir:       ".",
 		Atomic:          true,
+		Overwrite:       true,
 		Connections:     2,
 		ConnectTimeout:  15 * time.Second,
 		StallTimeout:    60 * time.Second,

@@ -52,6 +52,10 @@ func parse(src, file, dir string) *parsed {
 	src = stripBOM(src) // as the decoder does, so that its offsets fit src
 	d := &decoder{file: file, dir: dir}
 	p := &parsed{d: d}
+	if line, msg := checkShape(src); msg != "" {
+		d.add(line, "", msg)
+		return p
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(src, &raw); err != nil {
 		var pe toml.ParseError
@@ -604,12 +608,22 @@ func sectionKeys() map[string][]string {
 	return map[string][]string{"[agent]": a.known, "[nats]": n.known, "[[target]]": tg.known, "[[watch]]": w.known}
 }
 
+// maxSuggestLen bounds the names closest compares, as the edit distance
+// takes time in the product of their lengths.
+const maxSuggestLen = 128
+
 // closest returns the candidate nearest to k when it is close enough to be
 // a likely typo (at most 2 edits), or else one that k begins, such as
 // password_file for password; or "".
 func closest(k string, candidates []string) string {
 	best, bestDist := "", 3
+	if len(k) > maxSuggestLen {
+		return "" // no key is that long, and comparing would take long
+	}
 	for _, c := range candidates {
+		if len(c) > maxSuggestLen {
+			continue
+		}
 		d := levenshtein(strings.ToLower(k), strings.ToLower(c))
 		if d < bestDist && d < len(k) {
 			best, bestDist = c, d
@@ -735,6 +749,7 @@ func (t *table) target(tg *Target) {
 		t.check("remote_dir", checkRemoteDir(tg.RemoteDir))
 	}
 	t.boolean("atomic", &tg.Atomic)
+	t.boolean("overwrite", &tg.Overwrite)
 	t.integer("connections", &tg.Connections, 1, 64)
 	t.duration("connect_timeout", &tg.ConnectTimeout, true)
 	t.duration("stall_timeout", &tg.StallTimeout, true)

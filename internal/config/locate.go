@@ -41,8 +41,9 @@ func stripBOM(src string) string {
 func joinPath(path []string) string { return strings.Join(path, "\x00") }
 
 // maxDepth bounds the nesting of arrays and inline tables the scanner
-// follows, so hostile input cannot exhaust the stack.
-const maxDepth = 256
+// follows, so hostile input cannot exhaust the stack; deeper values are
+// skipped whole. Parse refuses such files before the scanner runs.
+const maxDepth = maxNesting
 
 type scanner struct {
 	src    string
@@ -124,13 +125,17 @@ func (s *scanner) resolve(keys []string) []string {
 	return path
 }
 
-// mark records the line of path and of every prefix not seen before.
+// mark records the line of path and of every prefix not seen before. A
+// path seen before had its prefixes marked with it, so the walk from the
+// longest prefix stops at the first one known: marking the elements of a
+// long array costs time in their number, not in its square.
 func (s *scanner) mark(path []string) {
-	for i := 1; i <= len(path); i++ {
+	for i := len(path); i >= 1; i-- {
 		k := joinPath(path[:i])
-		if _, ok := s.lines[k]; !ok {
-			s.lines[k] = s.line
+		if _, ok := s.lines[k]; ok {
+			return
 		}
+		s.lines[k] = s.line
 	}
 }
 
@@ -160,18 +165,17 @@ func (s *scanner) value(path []string, depth int) {
 	switch s.src[s.pos] {
 	case '"', '\'':
 		s.str()
-	case '[':
-		s.pos++
+	case '[', '{':
 		if depth >= maxDepth {
+			s.skipNested()
 			return
 		}
-		s.array(path, depth+1)
-	case '{':
 		s.pos++
-		if depth >= maxDepth {
-			return
+		if s.src[s.pos-1] == '[' {
+			s.array(path, depth+1)
+		} else {
+			s.inlineTable(path, depth+1)
 		}
-		s.inlineTable(path, depth+1)
 	default:
 		for s.pos < len(s.src) && !strings.ContainsRune(",]}\n#", rune(s.src[s.pos])) {
 			s.pos++
@@ -363,6 +367,33 @@ func (s *scanner) str() {
 			return
 		}
 		s.pos++
+	}
+}
+
+// skipNested skips the array or inline table that starts at s.pos, however
+// deep, without recording anything in it: in one pass, counting brackets
+// outside strings and comments.
+func (s *scanner) skipNested() {
+	open := 0
+	for s.pos < len(s.src) {
+		switch s.src[s.pos] {
+		case '"', '\'':
+			s.str()
+			continue
+		case '#':
+			s.skipComment()
+			continue
+		case '\n':
+			s.line++
+		case '[', '{':
+			open++
+		case ']', '}':
+			open--
+		}
+		s.pos++
+		if open <= 0 {
+			return
+		}
 	}
 }
 

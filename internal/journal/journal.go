@@ -50,6 +50,9 @@ type Record struct {
 	EventIDs   []string  `json:"event_ids,omitempty"` // lifecycle events written for this transfer
 	ExitCode   int       `json:"exit_code"`
 	RemotePath string    `json:"remote_path,omitempty"`
+	// Warning says what looks wrong about this version of the file (it
+	// reappeared right after an earlier version was delivered, say).
+	Warning string `json:"warning,omitempty"`
 }
 
 // SameFile reports whether r describes the same version of a file as the

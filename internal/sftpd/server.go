@@ -67,6 +67,9 @@ type Config struct {
 	// Faults are the faults in effect at start; see Server.SetFaults.
 	Faults Faults
 
+	// Quirks are the quirks in effect at start; see Server.SetQuirks.
+	Quirks Quirks
+
 	// MaxSessions is the number of session channels one connection may have
 	// open at a time; more are refused ("Session open refused by peer"
 	// through a ControlMaster). Default 10, as in OpenSSH.
@@ -118,6 +121,15 @@ type Stats struct {
 	AuthFailures map[string]int // failed authentication requests by method
 	Sessions     int            // SFTP sessions started
 	Keepalives   int            // keepalive@openssh.com requests answered (ServerAliveInterval)
+
+	// SFTP requests received, including those refused (by a fault, a
+	// quirk, or the file system); see also Server.Ops.
+	Renames      int // SSH_FXP_RENAME
+	PosixRenames int // posix-rename@openssh.com
+	FSyncs       int // fsync@openssh.com
+	Setstats     int // SSH_FXP_SETSTAT and SSH_FXP_FSETSTAT
+	StatVFS      int // statvfs@openssh.com
+	PickedUp     int // files taken by Quirks.PickUpRenamed
 }
 
 // Server is a running SSH server with the SFTP subsystem.
@@ -128,14 +140,16 @@ type Server struct {
 	listener net.Listener
 	sshCfg   *ssh.ServerConfig
 
-	faultsMu      sync.Mutex
+	faultsMu      sync.Mutex // guards faults, faultsChanged and quirks
 	faults        Faults
 	faultsChanged chan struct{} // closed and replaced by every SetFaults
+	quirks        Quirks
 
 	mu     sync.Mutex
 	closed bool
 	conns  map[*conn]struct{}
 	stats  Stats
+	ops    []Op // see Ops
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -183,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		log:           log,
 		hostKey:       hostKey,
 		faults:        cfg.Faults,
+		quirks:        cfg.Quirks,
 		faultsChanged: make(chan struct{}),
 		conns:         map[*conn]struct{}{},
 		stats:         Stats{AuthAttempts: map[string]int{}, AuthFailures: map[string]int{}},
@@ -556,8 +571,10 @@ func (c *conn) serveSFTP(ch ssh.Channel, log *slog.Logger) {
 	c.srv.stats.Sessions++
 	c.srv.mu.Unlock()
 	log.Info("sftpd sftp session started")
-	h := &handlers{conn: c, home: c.srv.cfg.Home, log: log}
-	rs := sftp.NewRequestServer(ch, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h},
+	// The session keeps the extensions it is offered now; see Quirks.
+	exts := c.srv.Quirks().extensions()
+	h := &handlers{conn: c, home: c.srv.cfg.Home, log: log, exts: exts, files: map[*file]struct{}{}}
+	rs := sftp.NewRequestServer(newSFTPChannel(ch, exts), sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h},
 		sftp.WithStartDirectory(c.srv.cfg.Home))
 	err := rs.Serve()
 	if err != nil && !errors.Is(err, io.EOF) {

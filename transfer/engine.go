@@ -1,0 +1,737 @@
+package transfer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+)
+
+const (
+	// filesInFlight is how many files one SFTP session works on at once:
+	// their opens, writes, closes and renames overlap, so a file does not
+	// wait for the round trips of the one before it.
+	filesInFlight = 256
+	// chunkSize is what is read from a local file, hashed and handed to
+	// the SFTP client as one write (pkg/sftp splits it into maxPacket
+	// requests, all in flight together).
+	chunkSize = 256 << 10
+	// sessionBudget bounds the file data one session holds in memory: read
+	// from local files and not yet acknowledged by the server. With
+	// `connections` sessions a target holds at most connections ×
+	// sessionBudget of file data, whatever the batch.
+	sessionBudget = 16 << 20
+	// progressEvery is the shortest time between two progress reports of a
+	// file.
+	progressEvery = 500 * time.Millisecond
+	// meterThreshold is the size from which a file's upload reports
+	// progress.
+	meterThreshold = 256 << 10
+)
+
+// Item is one file to upload.
+type Item struct {
+	// ID names the item in results and observer calls; it is also part of
+	// the temporary remote name, so it must be stable across retries of the
+	// same file (a retry then overwrites what a failed attempt left).
+	ID string
+	// File is the local file, opened and checked by the caller. The engine
+	// reads this descriptor only (with pread, from offset 0), never a path:
+	// what is sent is the file that was checked, whatever happens to its
+	// name meanwhile. The caller closes it after Upload returns.
+	File *os.File
+	// Local is the file's path, for messages only.
+	Local string
+	// RemoteDir is the target's folder (remote_dir): absolute, or relative
+	// to the login directory. It must exist.
+	RemoteDir string
+	// Rel is the slash-separated path below RemoteDir; folders in it are
+	// created when missing. Any byte but NUL and "/" may be in its names.
+	Rel string
+	// Size is the file's size as the caller checked it: exactly this many
+	// bytes are sent, and a file whose size or times change before its
+	// rename fails with ClassLocalChanged.
+	Size int64
+}
+
+// RemotePath is where the item ends up on the server.
+func (it Item) RemotePath() string { return RemotePath(it.RemoteDir, it.Rel) }
+
+// TempPath is the name the item is written under before the rename: a dot file
+// in the same folder, so the rename is atomic and watchers ignore it. It
+// depends on the ID only, so every attempt of a transfer uses the same one.
+func (it Item) TempPath() string {
+	return path.Join(path.Dir(it.RemotePath()), ".dropship-"+shortID(it.ID)+".part")
+}
+
+// RemotePath is where the file rel below remoteDir lands: the one rule for
+// remote paths, used by the engine and by everything that reports them.
+func RemotePath(remoteDir, rel string) string { return path.Join(remoteDir, rel) }
+
+// shortID keeps temporary names short: a 255-byte file name must still leave
+// room for them.
+func shortID(id string) string {
+	var b strings.Builder
+	for _, c := range id {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' {
+			b.WriteRune(c)
+		}
+		if b.Len() >= 36 {
+			break
+		}
+	}
+	if b.Len() == 0 {
+		return "x"
+	}
+	return b.String()
+}
+
+// checkItem refuses what cannot be sent as asked: no descriptor, or a Rel that
+// would leave RemoteDir or that no server can hold.
+func checkItem(it Item) error {
+	if it.File == nil {
+		return &Error{Class: ClassLocalFile, Message: fmt.Sprintf("%s: no open file to send", it.Local), ExitCode: -1}
+	}
+	bad := func(why string) error {
+		return &Error{Class: ClassBadName, Message: fmt.Sprintf("%q %s", it.Rel, why), ExitCode: -1}
+	}
+	if it.Rel == "" || strings.HasPrefix(it.Rel, "/") {
+		return bad("is not a relative path")
+	}
+	if strings.IndexByte(it.Rel, 0) >= 0 {
+		return bad("contains a NUL byte")
+	}
+	for _, name := range strings.Split(it.Rel, "/") {
+		switch {
+		case name == "" || name == "." || name == "..":
+			return bad("has an empty, \".\" or \"..\" component")
+		case len(name) > 255:
+			return bad("has a name longer than 255 bytes")
+		}
+	}
+	return nil
+}
+
+// Upload sends items through one SFTP session of the target and returns one
+// Result per item, in order. Many files are in flight at once; each is written
+// under its temporary name, checked unchanged on its descriptor, and renamed
+// into place. Items are independent: one that fails (a bad name, a changed
+// local file, a refused write) fails alone. When the session itself fails
+// (the connection dropped, a stall, a refused login), files that had not begun
+// come back with Began false and the session's error; files that had begun
+// fail with it, and their temporary files are removed when the server can
+// still be reached.
+func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Result {
+	results := make([]Result, len(items))
+	var todo []int
+	for i, it := range items {
+		results[i] = Result{ID: it.ID, ExitCode: -1}
+		if err := checkItem(it); err != nil {
+			results[i].Err = err
+			continue
+		}
+		todo = append(todo, i)
+	}
+	if len(todo) == 0 {
+		return results
+	}
+	release, slot, err := c.acquire(ctx)
+	if err != nil {
+		return failAll(results, err)
+	}
+	sock, m, err := c.connection(ctx)
+	if err != nil {
+		release()
+		return failAll(results, err)
+	}
+	u := &uploadRun{c: c, m: m, items: items, res: results, obs: obs}
+	s, err := c.session(ctx, slot, sock)
+	if err != nil {
+		release()
+		return failAll(results, err)
+	}
+	u.s = s
+	s.sink.Store(&u.lineSink)
+	u.run(ctx, todo)
+	s.sink.Store(nil)
+	if !s.alive() {
+		c.dropSession(slot, s)
+	}
+	release()
+	u.cleanup(ctx)
+	return results
+}
+
+// cleanup removes the temporary files that failed files left because their
+// session ended before it could remove them, in a session of its own (the
+// connection is opened again if it was lost). Not after a refused login or
+// host key: that would be one more refused login. A canceled upload (the
+// agent is stopping) does not wait for it: the next attempt of the same
+// transfer writes the same temporary name anew.
+func (u *uploadRun) cleanup(ctx context.Context) {
+	if ctx.Err() != nil || !u.c.opts.Atomic {
+		return
+	}
+	var left []Item
+	for i, r := range u.res {
+		if r.Began && r.Err != nil && !u.discarded[i].Load() {
+			if c := ClassOf(r.Err); loginClass(c) || c == ClassCanceled {
+				return
+			}
+			left = append(left, u.items[i])
+		}
+	}
+	if len(left) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, u.c.t.ConnectTimeout+loginSlack)
+	defer cancel()
+	if err := u.c.Discard(cctx, left); err != nil {
+		u.c.logger.Warn("could not remove the temporary files of a failed upload; the next attempt overwrites them", "files", len(left), "err", err)
+	}
+}
+
+// loginClass says whether c is a refused login: repeating it soon only
+// repeats the refusal at the server (and may lock the account).
+func loginClass(c Class) bool {
+	return c == ClassAuth || c == ClassPrompt || c.Security()
+}
+
+// failAll gives every item that has no result yet the error err.
+func failAll(results []Result, err error) []Result {
+	for i := range results {
+		if results[i].Err == nil {
+			results[i].Err = err
+		}
+	}
+	return results
+}
+
+// uploadRun is one Upload call at work.
+type uploadRun struct {
+	c     *Client
+	m     *master // the shared connection the session goes through
+	s     *sftpConn
+	items []Item
+	res   []Result
+
+	obsMu    sync.Mutex // observer calls are serialized
+	obs      Observer
+	current  atomic.Int64 // an item in flight, for lines ssh prints
+	lineSink func(string)
+
+	stopped   atomic.Pointer[Error] // set once no new file may begin
+	discarded []atomic.Bool         // the item's temporary file was removed
+}
+
+func (u *uploadRun) run(ctx context.Context, todo []int) {
+	u.lineSink = func(line string) {
+		if u.obs.Line == nil {
+			return
+		}
+		u.obsMu.Lock()
+		defer u.obsMu.Unlock()
+		u.obs.Line(u.items[u.current.Load()].ID, line)
+	}
+	u.current.Store(int64(todo[0]))
+	u.discarded = make([]atomic.Bool, len(u.items))
+	var total int64
+	for _, i := range todo {
+		total += u.items[i].Size
+	}
+	deadline := time.Now().Add(deadlineBase + time.Duration(total/deadlineRate)*time.Second)
+	watchDone := make(chan struct{})
+	stopWatch := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		u.watchdog(ctx, deadline, stopWatch)
+	}()
+
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(len(todo), filesInFlight) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				u.one(i)
+			}
+		}()
+	}
+	for _, i := range todo {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(stopWatch)
+	<-watchDone
+}
+
+// watchdog ends the session when ctx ends, the overall deadline passes, or
+// requests have waited stall_timeout without any answer from the server.
+func (u *uploadRun) watchdog(ctx context.Context, deadline time.Time, stop <-chan struct{}) {
+	stall := u.c.t.StallTimeout
+	tick := time.Second
+	if stall > 0 && stall/4 < tick {
+		tick = max(stall/4, 10*time.Millisecond)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-u.s.done:
+			return
+		case <-ctx.Done():
+			u.s.kill(ClassCanceled, "the transfer was stopped: "+context.Cause(ctx).Error())
+			return
+		case now := <-t.C:
+			if now.After(deadline) {
+				u.s.kill(ClassStalled, "the overall deadline passed")
+				return
+			}
+			if stall > 0 && u.s.idleFor(now) > stall {
+				u.s.kill(ClassStalled, fmt.Sprintf("no answer from the server for %s", stall))
+				return
+			}
+		}
+	}
+}
+
+// one sends item i and records its result.
+func (u *uploadRun) one(i int) {
+	r := &u.res[i]
+	if e := u.stopped.Load(); e != nil {
+		r.Err = e
+		return
+	}
+	if !u.s.alive() {
+		r.Err = u.sessionErr()
+		return
+	}
+	r.Start = time.Now()
+	sum, err := u.send(i, r)
+	r.End = time.Now()
+	if err == nil {
+		r.SHA256 = sum
+		r.ExitCode = 0
+		return
+	}
+	var te *Error
+	if !errors.As(err, &te) {
+		te = &Error{Class: ClassUnknown, Message: err.Error(), ExitCode: -1}
+	}
+	r.Err = te
+	if te.Class.TargetWide() || !u.s.alive() {
+		// Every file would fail the same way: start no more.
+		u.stopped.CompareAndSwap(nil, te)
+	}
+}
+
+// begin reports that item i's upload starts.
+func (u *uploadRun) begin(i int, r *Result) {
+	r.Began = true
+	u.current.Store(int64(i))
+	if u.obs.Begin != nil {
+		u.obsMu.Lock()
+		u.obs.Begin(u.items[i].ID)
+		u.obsMu.Unlock()
+	}
+}
+
+// send writes item i under its temporary name and renames it into place. It
+// returns the sha256 of the bytes sent, read from the item's descriptor in the
+// same pass that sent them.
+func (u *uploadRun) send(i int, r *Result) (string, error) {
+	it := u.items[i]
+	s := u.s
+	final := it.RemotePath()
+	dst := final
+	if u.c.opts.Atomic {
+		dst = it.TempPath()
+	}
+	before, err := statFile(it.File)
+	if err != nil {
+		return "", &Error{Class: ClassLocalFile, Message: fmt.Sprintf("stat %s: %v", it.Local, err), ExitCode: -1}
+	}
+	if !before.regular || before.size != it.Size {
+		return "", localChanged(it, "it is no longer the file that was checked (size or type changed)")
+	}
+	if err := u.c.remoteDirs(s, it.RemoteDir, path.Dir(final)); err != nil {
+		return "", err
+	}
+	if s.statvfs && it.Size > 0 {
+		var st *sftp.StatVFS
+		err := s.do(func() (err error) { st, err = s.client.StatVFS(path.Dir(final)); return })
+		if err == nil && st.Frsize > 0 && st.FreeSpace() < uint64(it.Size) {
+			return "", &Error{Class: ClassRemoteFull, Message: fmt.Sprintf("the server has %d bytes free in %q, less than the %d bytes of %s; nothing was sent", st.FreeSpace(), path.Dir(final), it.Size, it.Local), ExitCode: -1}
+		}
+		if err != nil && isConnErr(err) {
+			return "", u.sessionErr()
+		}
+	}
+	if !u.c.opts.Overwrite {
+		var fi os.FileInfo
+		err := s.do(func() (err error) { fi, err = s.client.Lstat(final); return })
+		if err == nil && fi != nil {
+			return "", &Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q already exists on the server and overwrite = false; nothing was sent", final), ExitCode: -1}
+		}
+		if err != nil && isConnErr(err) {
+			return "", u.sessionErr()
+		}
+	}
+
+	u.begin(i, r)
+	var f *sftp.File
+	if err := s.do(func() (err error) { f, err = s.client.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); return }); err != nil {
+		return "", u.remoteErr("open", dst, err)
+	}
+	sum, werr := u.write(i, f)
+	if werr == nil && s.fsync {
+		if err := s.do(f.Sync); err != nil {
+			werr = u.remoteErr("fsync", dst, err)
+		}
+	}
+	if err := s.do(f.Close); err != nil && werr == nil {
+		werr = u.remoteErr("close", dst, err)
+	}
+	if werr == nil {
+		after, err := statFile(it.File)
+		switch {
+		case err != nil:
+			werr = &Error{Class: ClassLocalFile, Message: fmt.Sprintf("stat %s: %v", it.Local, err), ExitCode: -1}
+		case after != before:
+			werr = localChanged(it, "it changed while it was being sent (size, mtime or ctime)")
+		}
+	}
+	if werr == nil && u.c.opts.Atomic {
+		werr = u.rename(dst, final)
+	}
+	if werr != nil {
+		if u.c.opts.Atomic && u.discard(dst) {
+			u.discarded[i].Store(true)
+		}
+		return "", werr
+	}
+	return sum, nil
+}
+
+// write sends the item's bytes to f: chunks read in order (and hashed in that
+// order), written with many requests in flight, within the session's memory
+// budget. Progress counts acknowledged bytes only.
+func (u *uploadRun) write(i int, f *sftp.File) (string, error) {
+	it := u.items[i]
+	s := u.s
+	h := sha256.New()
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+		acked    atomic.Int64
+	)
+	setErr := func(err error) {
+		errMu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		errMu.Unlock()
+	}
+	failed := func() bool {
+		errMu.Lock()
+		defer errMu.Unlock()
+		return firstErr != nil
+	}
+	start := time.Now()
+	prog := u.progress(it, start)
+	for off := int64(0); off < it.Size && !failed(); {
+		n := min(int64(chunkSize), it.Size-off)
+		if !u.c.budget.acquire(n, s.done) {
+			setErr(u.sessionErr())
+			break
+		}
+		buf := getChunk(int(n))
+		if _, err := it.File.ReadAt(buf, off); err != nil {
+			putChunk(buf)
+			u.c.budget.release(n)
+			if errors.Is(err, io.EOF) {
+				setErr(localChanged(it, "it became shorter while it was being sent"))
+			} else {
+				setErr(&Error{Class: ClassLocalFile, Message: fmt.Sprintf("read %s: %v", it.Local, err), ExitCode: -1})
+			}
+			break
+		}
+		h.Write(buf)
+		wg.Add(1)
+		go func(buf []byte, off int64) {
+			defer wg.Done()
+			err := s.do(func() error { _, err := f.WriteAt(buf, off); return err })
+			putChunk(buf)
+			u.c.budget.release(int64(len(buf)))
+			if err != nil {
+				setErr(u.remoteErr("write", f.Name(), err))
+				return
+			}
+			prog(acked.Add(int64(len(buf))), false)
+		}(buf, off)
+		off += n
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return "", firstErr
+	}
+	prog(acked.Load(), true)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// progress returns the function that reports item it's acknowledged bytes:
+// at most every progressEvery, and once at the end. Small files report
+// nothing: they are done before a report would be read.
+func (u *uploadRun) progress(it Item, start time.Time) func(acked int64, final bool) {
+	if u.obs.Progress == nil || it.Size < meterThreshold {
+		return func(int64, bool) {}
+	}
+	var mu sync.Mutex
+	var last time.Time
+	return func(acked int64, final bool) {
+		mu.Lock()
+		now := time.Now()
+		if !final && now.Sub(last) < progressEvery {
+			mu.Unlock()
+			return
+		}
+		last = now
+		mu.Unlock()
+		p := Progress{Bytes: acked, Final: final}
+		if it.Size > 0 {
+			p.Percent = int(acked * 100 / it.Size)
+		}
+		if el := now.Sub(start).Seconds(); el > 0 {
+			p.BytesPerSecond = float64(acked) / el
+			if rate := p.BytesPerSecond; rate > 0 && !final {
+				p.ETA = time.Duration(float64(it.Size-acked) / rate * float64(time.Second))
+			}
+		}
+		u.obsMu.Lock()
+		u.obs.Progress(it.ID, p)
+		u.obsMu.Unlock()
+	}
+}
+
+// rename moves the temporary file to its final name: posix-rename where the
+// server offers it (an atomic replace); otherwise a plain rename, which SFTP
+// servers refuse over an existing file, so with overwrite the old file is
+// removed first. Without overwrite a plain rename is always used: it never
+// replaces a file that appeared meanwhile.
+func (u *uploadRun) rename(tmp, final string) error {
+	s := u.s
+	if !u.c.opts.Overwrite {
+		err := s.do(func() error { return s.client.Rename(tmp, final) })
+		if err == nil {
+			return nil
+		}
+		if isConnErr(err) {
+			return u.sessionErr()
+		}
+		var fi os.FileInfo
+		if s.do(func() (err error) { fi, err = s.client.Lstat(final); return }) == nil && fi != nil {
+			return &Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q already exists on the server and overwrite = false; it was not replaced", final), ExitCode: -1}
+		}
+		return u.remoteErr("rename", final, err)
+	}
+	if s.posixRename {
+		if err := s.do(func() error { return s.client.PosixRename(tmp, final) }); err != nil {
+			return u.remoteErr("rename", final, err)
+		}
+		return nil
+	}
+	err := s.do(func() error { return s.client.Rename(tmp, final) })
+	if err == nil {
+		return nil
+	}
+	if isConnErr(err) {
+		return u.sessionErr()
+	}
+	if rerr := s.do(func() error { return s.client.Remove(final) }); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return u.remoteErr("rename", final, err)
+	}
+	if err := s.do(func() error { return s.client.Rename(tmp, final) }); err != nil {
+		return u.remoteErr("rename", final, err)
+	}
+	return nil
+}
+
+// discard removes a temporary file of a failed upload, when the session can
+// still reach the server, and reports whether it is gone. Best effort: a retry of the same transfer writes
+// the same temporary name anew, and Client.Discard removes what is left of a
+// transfer that failed for good.
+func (u *uploadRun) discard(tmp string) bool {
+	if !u.s.alive() {
+		return false
+	}
+	err := u.s.do(func() error { return u.s.client.Remove(tmp) })
+	return err == nil || errors.Is(err, os.ErrNotExist)
+}
+
+// sessionErr is the error of files that could not go on because the session
+// ended.
+func (u *uploadRun) sessionErr() *Error {
+	// ssh has printed why (or is about to): give it a moment.
+	select {
+	case <-u.s.done:
+	case <-time.After(2 * time.Second):
+	}
+	u.s.mu.Lock()
+	own := u.s.failure
+	u.s.mu.Unlock()
+	if own != nil {
+		return own
+	}
+	// A session ends with its connection: the master says why.
+	if u.m != nil {
+		select {
+		case <-u.m.done:
+			var te *Error
+			if errors.As(u.m.err, &te) && te.Class != ClassCanceled {
+				return te
+			}
+		case <-time.After(time.Second):
+		}
+	}
+	return u.s.failureOr(ClassLostConnection, "the SFTP session ended")
+}
+
+// remoteErr turns a failed SFTP request into an *Error.
+func (u *uploadRun) remoteErr(op, p string, err error) *Error {
+	if isConnErr(err) || !u.s.alive() {
+		return u.sessionErr()
+	}
+	return requestErr(op, p, err)
+}
+
+// requestErr classifies the server's answer to one request.
+func requestErr(op, p string, err error) *Error {
+	var se *sftp.StatusError
+	msg := fmt.Sprintf("%s %q: %v", op, p, err)
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return &Error{Class: ClassRemotePermission, Message: fmt.Sprintf("%s %q: Permission denied (the server refused the write; check the permissions of remote_dir for the target's user)", op, p), ExitCode: -1}
+	case errors.Is(err, os.ErrNotExist):
+		return &Error{Class: ClassRemotePath, Message: fmt.Sprintf("%s %q: No such file or directory (check remote_dir)", op, p), ExitCode: -1}
+	case errors.As(err, &se) && se.Code == 4 && (op == "write" || op == "close" || op == "fsync"):
+		// SSH_FX_FAILURE on a write: OpenSSH's sftp-server says only
+		// "Failure" for ENOSPC and EDQUOT.
+		return &Error{Class: ClassRemoteFull, Message: fmt.Sprintf("%s remote %q: Failure (the server failed the write: full disk or quota)", op, p), ExitCode: -1}
+	case errors.As(err, &se) && se.Code == 8:
+		return &Error{Class: ClassRemoteConfig, Message: msg + " (the server does not support this operation)", ExitCode: -1}
+	}
+	return &Error{Class: ClassUnknown, Message: msg, ExitCode: -1}
+}
+
+// localChanged is the failure of a file whose descriptor no longer matches
+// what was checked.
+func localChanged(it Item, why string) *Error {
+	return &Error{Class: ClassLocalChanged, Message: fmt.Sprintf("%s: %s; nothing was delivered under its final name, and it is sent again once it is stable", it.Local, why), ExitCode: -1}
+}
+
+// fileState is what must not change on a descriptor between the start of a
+// file's upload and its rename.
+type fileState struct {
+	regular      bool
+	size         int64
+	mtime, ctime syscall.Timespec
+	dev, ino     uint64
+}
+
+func statFile(f *os.File) (fileState, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return fileState{}, err
+	}
+	return fileState{
+		regular: st.Mode&syscall.S_IFMT == syscall.S_IFREG,
+		size:    st.Size,
+		mtime:   st.Mtim,
+		ctime:   st.Ctim,
+		dev:     uint64(st.Dev),
+		ino:     st.Ino,
+	}, nil
+}
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+func getChunk(n int) []byte {
+	if n < 4096 {
+		return make([]byte, n)
+	}
+	b := *(chunks.Get().(*[]byte))
+	return b[:n]
+}
+
+func putChunk(b []byte) {
+	if cap(b) == chunkSize {
+		b = b[:chunkSize]
+		chunks.Put(&b)
+	}
+}
+
+// budget is a byte semaphore: the file data a client may hold at once.
+type budget struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	free int64
+}
+
+func newBudget(n int64) *budget {
+	b := &budget{free: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire takes n bytes, waiting while they are not free; false when done
+// closed first.
+func (b *budget) acquire(n int64, done <-chan struct{}) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.free < n {
+		select {
+		case <-done:
+			return false
+		default:
+		}
+		b.waitOrDone(done)
+	}
+	b.free -= n
+	return true
+}
+
+// waitOrDone waits for a release, or at most a little while so that done is
+// looked at again. Called with b.mu.
+func (b *budget) waitOrDone(done <-chan struct{}) {
+	t := time.AfterFunc(100*time.Millisecond, b.cond.Broadcast)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	default:
+	}
+	b.cond.Wait()
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}

@@ -1,0 +1,277 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pkg/sftp"
+)
+
+const (
+	// maxPacket is the data of one SFTP write request: OpenSSH's
+	// sftp-server and most others take 32 KiB (the protocol's minimum to
+	// support), and more buys nothing on the wire.
+	maxPacket = 32 << 10
+	// requestsPerFile bounds the write requests one chunk of a file has in
+	// flight (pkg/sftp splits a chunk into maxPacket requests).
+	requestsPerFile = 64
+	// openTimeout bounds starting an SFTP session through the shared
+	// connection: the mux request, the subsystem and the version exchange.
+	openTimeout = 30 * time.Second
+)
+
+// sftpConn is one SFTP session of a target: `ssh -s … sftp` through the
+// target's shared connection (the ControlMaster, which did the login under a
+// pty), with github.com/pkg/sftp's client speaking the protocol on the
+// process's stdin and stdout. No file name, listing or file data ever passes
+// through a pty: the only pty is the master's, and it is read only for the
+// login's prompts and ssh's own messages.
+//
+// The session's ssh runs with BatchMode=yes and ProxyCommand=/bin/false: it
+// can never prompt, and should the master be gone (or refuse a session) it
+// fails at once instead of opening a connection of its own.
+type sftpConn struct {
+	cmd    *exec.Cmd
+	client *sftp.Client
+	done   chan struct{} // closed once ssh has exited and its stderr is drained
+
+	posixRename, fsync, statvfs bool
+
+	// activity is the time (UnixNano) of the last answer from the server,
+	// and pending the requests without one yet: the stall watchdog's input.
+	activity atomic.Int64
+	pending  atomic.Int64
+
+	// sink receives ssh's lines while an upload uses the session; without
+	// one they go to the client's OnConnectionLine.
+	sink atomic.Pointer[func(string)]
+
+	mu      sync.Mutex
+	lines   []string // ssh's last stderr lines, scrubbed
+	failure *Error   // why the engine ended the session, if it did
+	exit    int      // ssh's exit status, once done
+}
+
+// dialSFTP starts an SFTP session through the shared connection at sock.
+// onLine receives every line ssh prints (scrubbed).
+func dialSFTP(ctx context.Context, c *Client, sock string, onLine func(string)) (*sftpConn, error) {
+	cmd := exec.Command(c.opts.SSH, sessionArgs(&c.t, sock)...)
+	cmd.Env = childEnv()
+	cmd.Dir = "/"
+	// Its own process group (so it is stopped whole), and it dies with the
+	// agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, fmt.Errorf("sftp session: %w", err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("sftp session: %w", err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, fmt.Errorf("sftp session: %w", err)
+	}
+	if err := start(cmd); err != nil {
+		return nil, fmt.Errorf("start %s: %w", c.opts.SSH, err)
+	}
+	s := &sftpConn{cmd: cmd, done: make(chan struct{})}
+	s.touch()
+	go s.supervise(stderr, c.scrub, onLine)
+
+	type dialed struct {
+		client *sftp.Client
+		err    error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		cl, err := sftp.NewClientPipe(stdout, stdin,
+			sftp.MaxPacketUnchecked(maxPacket),
+			sftp.UseConcurrentWrites(true),
+			sftp.MaxConcurrentRequestsPerFile(requestsPerFile),
+			// Fstat on an open handle is refused by some servers;
+			// nothing here needs it.
+			sftp.UseFstat(false),
+		)
+		ch <- dialed{cl, err}
+	}()
+	timer := time.NewTimer(openTimeout)
+	defer timer.Stop()
+	var d dialed
+	select {
+	case d = <-ch:
+	case <-ctx.Done():
+		s.kill(ClassCanceled, "stopped while opening the SFTP session")
+		d = <-ch
+	case <-timer.C:
+		s.kill(ClassConnectBanner, fmt.Sprintf("the server did not open an SFTP session within %s", openTimeout))
+		d = <-ch
+	case <-s.done:
+		d = <-ch
+	}
+	if d.err != nil {
+		s.kill(ClassUnknown, "")
+		<-s.done
+		return nil, s.failureOr(ClassRemoteConfig, "could not open an SFTP session: "+d.err.Error())
+	}
+	s.mu.Lock()
+	s.client = d.client
+	s.mu.Unlock()
+	_, s.posixRename = d.client.HasExtension("posix-rename@openssh.com")
+	_, s.statvfs = d.client.HasExtension("statvfs@openssh.com")
+	if v, ok := d.client.HasExtension("fsync@openssh.com"); ok && v == "1" {
+		s.fsync = true
+	}
+	return s, nil
+}
+
+// supervise reads ssh's stderr until it ends, then reaps ssh.
+func (s *sftpConn) supervise(stderr io.Reader, scrub *scrubber, onLine func(string)) {
+	defer close(s.done)
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 4096), 64<<10)
+	for sc.Scan() {
+		l := scrub.scrub(strings.TrimRight(sc.Text(), "\r"))
+		if l == "" {
+			continue
+		}
+		s.mu.Lock()
+		if len(s.lines) == recentLines {
+			copy(s.lines, s.lines[1:])
+			s.lines = s.lines[:recentLines-1]
+		}
+		s.lines = append(s.lines, l)
+		s.mu.Unlock()
+		if f := s.sink.Load(); f != nil && *f != nil {
+			(*f)(l)
+		} else if onLine != nil {
+			onLine(l)
+		}
+	}
+	err := s.cmd.Wait()
+	s.mu.Lock()
+	s.exit = exitCode(err)
+	s.mu.Unlock()
+	// Whatever is left of its group goes with it.
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	s.mu.Lock()
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		_ = cl.Close()
+	}
+}
+
+// alive reports whether ssh is still running.
+func (s *sftpConn) alive() bool {
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends the session (its whole process group) and records why, unless a
+// reason was recorded already. msg "" records nothing.
+func (s *sftpConn) kill(class Class, msg string) {
+	s.mu.Lock()
+	if s.failure == nil && msg != "" {
+		s.failure = &Error{Class: class, Message: msg, ExitCode: -1}
+	}
+	s.mu.Unlock()
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// close ends the session politely (stdin closed: ssh ends the channel) and
+// waits for it, killing it when it takes too long.
+func (s *sftpConn) close() {
+	s.mu.Lock()
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		_ = cl.Close()
+	}
+	select {
+	case <-s.done:
+		return
+	case <-time.After(killGrace):
+	}
+	s.kill(ClassCanceled, "")
+	<-s.done
+}
+
+// failureOr is why the session ended: the engine's reason, ssh's messages
+// classified, or class and msg when neither says anything.
+func (s *sftpConn) failureOr(class Class, msg string) *Error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure != nil {
+		return s.failure
+	}
+	if len(s.lines) > 0 {
+		if e := classify(s.lines, s.exit); e.Class != ClassUnknown {
+			return e
+		}
+	}
+	return &Error{Class: class, Message: msg, ExitCode: s.exit}
+}
+
+// touch records an answer from the server.
+func (s *sftpConn) touch() { s.activity.Store(time.Now().UnixNano()) }
+
+// idleFor is how long requests have waited without any answer; 0 when
+// nothing is pending.
+func (s *sftpConn) idleFor(now time.Time) time.Duration {
+	if s.pending.Load() == 0 {
+		return 0
+	}
+	return now.Sub(time.Unix(0, s.activity.Load()))
+}
+
+// do runs one request, counted for the stall watchdog.
+func (s *sftpConn) do(f func() error) error {
+	s.pending.Add(1)
+	err := f()
+	s.pending.Add(-1)
+	s.touch()
+	return err
+}
+
+// sessionArgs is the argv of an SFTP session's ssh through the shared
+// connection at controlPath: it never prompts (BatchMode=yes comes before the
+// operator's options, and the first value wins) and never connects by itself
+// (ProxyCommand=/bin/false is used only when the master cannot serve it).
+func sessionArgs(t *Target, controlPath string) []string {
+	args := []string{"-p", strconv.Itoa(t.Port), "-o", "ProxyCommand=/bin/false"}
+	opts := commonOptions(t, controlPath)
+	for i := 0; i+1 < len(opts); i += 2 {
+		if opts[i+1] == "BatchMode=no" {
+			opts[i+1] = "BatchMode=yes"
+		}
+	}
+	args = append(args, opts...)
+	return append(args, "-s", "--", sshHost(t.Host), "sftp")
+}
+
+// isConnErr reports whether err says the session itself is gone, rather than
+// the server refusing one request.
+func isConnErr(err error) bool {
+	var se *sftp.StatusError
+	if errors.As(err, &se) {
+		return se.Code == 6 || se.Code == 7 // SSH_FX_NO_CONNECTION, SSH_FX_CONNECTION_LOST
+	}
+	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)
+}

@@ -33,7 +33,7 @@ func TestPassphraseRealSSHD(t *testing.T) {
 	// one prompt (NumberOfPasswordPrompts=1), gives up the key and the
 	// attempt ends at once as an auth failure. (A second prompt, were ssh
 	// to ask again, is refused by the engine: see prompt_test.go.)
-	tg.Passphrase = NewSecret([]byte("not the passphrase"))
+	tg.Passphrase = NewSecret([]byte("wr0ng-Kx9q-Zt"))
 	for _, shared := range []bool{false, true} {
 		opts := Options{Atomic: true}
 		if shared {
@@ -87,9 +87,9 @@ func TestPasswordAndKeyboardInteractive(t *testing.T) {
 		method   string   // the auth method counted by the server
 	}{
 		{"password", sftpd.Account{Password: testPassword}, testPassword, "", nil, "password"},
-		{"password wrong", sftpd.Account{Password: testPassword}, "wrong-password", ClassAuth, []string{"Permission denied (password)"}, "password"},
+		{"password wrong", sftpd.Account{Password: testPassword}, "wr0ng-Zq7x", ClassAuth, []string{"Permission denied (password)"}, "password"},
 		{"kbd-int", kbdAccount(), testPassword, "", nil, "keyboard-interactive"},
-		{"kbd-int wrong", kbdAccount(), "wrong-password", ClassAuth, nil, "keyboard-interactive"},
+		{"kbd-int wrong", kbdAccount(), "wr0ng-Zq7x", ClassAuth, nil, "keyboard-interactive"},
 		{"kbd-int custom question", kbdAccount(sftpd.Question{Prompt: "Verification code: ", Answer: "123456"}), testPassword, ClassPrompt, []string{"Verification code:"}, "keyboard-interactive"},
 		{"kbd-int password then code", kbdAccount(sftpd.Question{Prompt: "Password: ", Answer: testPassword}, sftpd.Question{Prompt: "Verification code: ", Answer: "123456"}), testPassword, ClassPrompt, []string{"Verification code:"}, "keyboard-interactive"},
 	}

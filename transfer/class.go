@@ -99,6 +99,8 @@ type Error struct {
 	Class    Class
 	Message  string
 	ExitCode int
+
+	refusedSession bool // the server refused a session on the shared connection
 }
 
 func (e *Error) Error() string {

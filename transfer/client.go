@@ -222,6 +222,12 @@ func (c *Client) session(ctx context.Context, slot int, sock string) (*sftpConn,
 	}
 	s, err := dialSFTP(ctx, c, sock, c.opts.OnConnectionLine)
 	if err != nil {
+		// A server that allows fewer sessions than connections (its
+		// MaxSessions) refuses the extra one: share a live session.
+		if shared := c.liveSession(); shared != nil && sessionRefused(err) {
+			c.logger.Debug("the server refused another SFTP session; sharing one", "err", err)
+			return shared, nil
+		}
 		return nil, err
 	}
 	c.mu.Lock()
@@ -232,6 +238,25 @@ func (c *Client) session(ctx context.Context, slot int, sock string) (*sftpConn,
 	}
 	c.conns[slot] = s
 	return s, nil
+}
+
+// liveSession is any live SFTP session of the client, or nil.
+func (c *Client) liveSession() *sftpConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.conns {
+		if s != nil && s.alive() {
+			return s
+		}
+	}
+	return nil
+}
+
+// sessionRefused says whether err is the server refusing one more session on
+// the shared connection ("Session open refused by peer").
+func sessionRefused(err error) bool {
+	var te *Error
+	return errors.As(err, &te) && te.refusedSession
 }
 
 // dropSession forgets slot's session s (it ended).

@@ -229,6 +229,7 @@ type uploadRun struct {
 	obsMu    sync.Mutex // observer calls are serialized
 	obs      Observer
 	current  atomic.Int64 // an item in flight, for lines ssh prints
+	meter    bool         // the batch reports progress
 	lineSink func(string)
 
 	stopped   atomic.Pointer[Error] // set once no new file may begin
@@ -245,6 +246,9 @@ func (u *uploadRun) run(ctx context.Context, todo []int) {
 		u.obs.Line(u.items[u.current.Load()].ID, line)
 	}
 	u.current.Store(int64(todo[0]))
+	for _, i := range todo {
+		u.meter = u.meter || u.items[i].Size >= meterThreshold
+	}
 	u.discarded = make([]atomic.Bool, len(u.items))
 	var total int64
 	for _, i := range todo {
@@ -496,10 +500,11 @@ func (u *uploadRun) write(i int, f *sftp.File) (string, error) {
 }
 
 // progress returns the function that reports item it's acknowledged bytes:
-// at most every progressEvery, and once at the end. Small files report
-// nothing: they are done before a report would be read.
+// at most every progressEvery, and once at the end. Only in a batch with a
+// file of meterThreshold or more: a batch of small files is done before a
+// report would be read.
 func (u *uploadRun) progress(it Item, start time.Time) func(acked int64, final bool) {
-	if u.obs.Progress == nil || it.Size < meterThreshold {
+	if u.obs.Progress == nil || !u.meter {
 		return func(int64, bool) {}
 	}
 	var mu sync.Mutex

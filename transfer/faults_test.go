@@ -16,9 +16,10 @@ import (
 )
 
 // Injected faults against the built-in server (issue 3 points 3, 4 and 8):
-// each failure has the class the agent acts on, its message quotes what the
-// client printed, and a failed attempt leaves nothing under the final name
-// and no temporary file.
+// each failure has the class the agent acts on, its message says what failed
+// (the server's status, or for a lost connection the line ssh printed), files
+// are independent (one refused write does not fail the others), and a failed
+// attempt leaves nothing under the final name and no temporary file.
 
 // keyAccount is a built-in server account that logs in with a fresh key,
 // and the target's identity for it.
@@ -50,91 +51,90 @@ func wantQuotesClient(t *testing.T, err error, rec *recorder) {
 func TestFaults(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name    string
-		faults  sftpd.Faults
-		size    int
-		class   Class
-		quote   string // in the message, besides a client line
-		maxTime time.Duration
+		name     string
+		faults   sftpd.Faults
+		size     int
+		class    Class
+		quote    string // in the message
+		conn     bool   // the connection fails: the message quotes ssh
+		fileOnly bool   // only the faulty file fails; the others arrive
+		maxTime  time.Duration
 	}{
-		{"disconnect", sftpd.Faults{DisconnectAfter: 256 << 10}, 1 << 20, ClassLostConnection, "", 20 * time.Second},
-		{"hang", sftpd.Faults{HangAfter: 256 << 10}, 1 << 20, "", "", 15 * time.Second},
-		{"disk full", sftpd.Faults{DiskFullAfter: 100 << 10}, 1 << 20, ClassRemoteFull, "Failure", 20 * time.Second},
-		{"denied write", sftpd.Faults{DenyWrite: true}, 1 << 10, ClassRemotePermission, "Permission denied", 20 * time.Second},
-		{"rename refused", sftpd.Faults{RejectRename: true}, 1 << 10, ClassRemotePermission, "remote rename", 20 * time.Second},
+		{"disconnect", sftpd.Faults{DisconnectAfter: 256 << 10}, 1 << 20, ClassLostConnection, "", true, false, 20 * time.Second},
+		{"hang", sftpd.Faults{HangAfter: 256 << 10}, 1 << 20, "", "", true, false, 15 * time.Second},
+		{"disk full", sftpd.Faults{DiskFullAfter: 100 << 10}, 1 << 20, ClassRemoteFull, "Failure", false, true, 20 * time.Second},
+		{"denied write", sftpd.Faults{DenyWrite: true}, 1 << 10, ClassRemotePermission, "Permission denied", false, false, 20 * time.Second},
+		{"rename refused", sftpd.Faults{RejectRename: true}, 1 << 10, ClassRemotePermission, "rename", false, false, 20 * time.Second},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			for _, shared := range []bool{false, true} {
-				acct, key := keyAccount(t)
-				srv, tg := startSFTPD(t, acct, sftpd.Config{Faults: c.faults})
-				tg.Identity = key
-				tg.StallTimeout = 3 * time.Second
-				rec := &recorder{}
-				opts := Options{Atomic: true, OnConnectionLine: rec.connectionLine}
-				if shared {
-					opts.ControlDir = controlDir(t)
+			acct, key := keyAccount(t)
+			srv, tg := startSFTPD(t, acct, sftpd.Config{Faults: c.faults})
+			tg.Identity = key
+			tg.StallTimeout = 3 * time.Second
+			rec := &recorder{}
+			opts := Options{Atomic: true, Overwrite: true, OnConnectionLine: rec.connectionLine, ControlDir: controlDir(t)}
+			remote := t.TempDir()
+			items := []Item{
+				localItem(t, "ok1", "first.txt", content("first", 1000), remote, "first.txt"),
+				localItem(t, "bad2", "second.bin", content("second", c.size), remote, "sub/second.bin"),
+				localItem(t, "later3", "third.txt", content("third", 10), remote, "third.txt"),
+			}
+			if c.faults.DenyWrite || c.faults.RejectRename {
+				items = items[1:]
+			}
+			start := time.Now()
+			res := upload(t, newClient(t, tg, opts), items, rec.observer())
+			took := time.Since(start)
+			bad := res[len(res)-2]
+			switch c.class {
+			case "":
+				// A frozen server: ssh's keepalives or the stall
+				// watchdog end it, whichever comes first.
+				e := wantClass(t, bad.Err, ClassOf(bad.Err))
+				t.Logf("frozen server ended after %s: %v", took, e)
+				if e.Class != ClassStalled && e.Class != ClassLostConnection {
+					t.Errorf("class %s, want stalled or lost-connection: %v", e.Class, e.Message)
 				}
-				remote := t.TempDir()
-				items := []Item{
-					localItem(t, "ok1", "first.txt", content("first", 1000), remote, "first.txt"),
-					localItem(t, "bad2", "second.bin", content("second", c.size), remote, "sub/second.bin"),
-					localItem(t, "later3", "third.txt", content("third", 10), remote, "third.txt"),
-				}
-				if c.faults.DenyWrite || c.faults.RejectRename {
-					items = items[1:]
-				}
-				start := time.Now()
-				res := upload(t, newClient(t, tg, opts), items, rec.observer())
-				took := time.Since(start)
-				bad := res[len(res)-2]
-				switch c.class {
-				case "":
-					// A frozen server: ssh's keepalives or the stall
-					// watchdog end it, whichever comes first.
-					e := wantClass(t, bad.Err, ClassOf(bad.Err))
-					t.Logf("shared=%v: frozen server ended after %s: %v", shared, took, e)
-					if e.Class != ClassStalled && e.Class != ClassLostConnection {
-						t.Errorf("class %s, want stalled or lost-connection: %v", e.Class, e.Message)
-					}
-					if e.Class == ClassLostConnection {
-						wantQuotesClient(t, bad.Err, rec)
-					}
-				default:
-					wantClass(t, bad.Err, c.class, c.quote)
+				if e.Class == ClassLostConnection {
 					wantQuotesClient(t, bad.Err, rec)
 				}
-				if !bad.Began {
-					t.Error("the failed item did not begin")
+			default:
+				wantClass(t, bad.Err, c.class, c.quote)
+				if c.conn {
+					wantQuotesClient(t, bad.Err, rec)
 				}
-				if took > c.maxTime {
-					t.Errorf("the attempt took %s, more than %s", took, c.maxTime)
+			}
+			if !bad.Began {
+				t.Error("the failed item did not begin")
+			}
+			if took > c.maxTime {
+				t.Errorf("the attempt took %s, more than %s", took, c.maxTime)
+			}
+			if got := ClassOf(bad.Err).Retryable(); got != (c.class != ClassRemotePermission) {
+				t.Errorf("%s: retryable = %v", ClassOf(bad.Err), got)
+			}
+			// Whatever succeeded is in place, whole; whatever failed
+			// is not under its final name.
+			for i, r := range res {
+				if r.Err == nil {
+					wantDelivered(t, items[i:i+1], res[i:i+1])
+				} else {
+					wantAbsent(t, items[i].RemotePath())
 				}
-				if got := ClassOf(bad.Err).Retryable(); got != (c.class != ClassRemotePermission) {
-					t.Errorf("%s: retryable = %v", ClassOf(bad.Err), got)
-				}
-				// Earlier items are in place; the failed one is not, and
-				// neither is anything after it.
-				if len(items) == 3 {
-					wantDelivered(t, items[:1], res[:1])
-					last := res[2]
-					if last.Err == nil || last.Began {
-						t.Errorf("the item after the failure: began %v, err %v", last.Began, last.Err)
-					}
-					wantAbsent(t, items[2].RemotePath())
-				}
-				wantAbsent(t, items[len(items)-2].RemotePath())
-				// The temporary file is removed where a cleanup session
-				// can run: the server no longer hangs (faults cleared).
-				srv.SetFaults(sftpd.Faults{})
-				if c.faults.HangAfter == 0 {
-					wantNoTempFiles(t, remote)
-				}
-				if t.Failed() {
-					t.Logf("shared=%v output:\n%s", shared, rec.text())
-					return
-				}
+			}
+			if c.fileOnly {
+				wantDelivered(t, []Item{items[0], items[2]}, []Result{res[0], res[2]})
+			}
+			// The temporary files are removed, over a new connection
+			// when the old one was lost.
+			srv.SetFaults(sftpd.Faults{})
+			if c.faults.HangAfter == 0 {
+				wantNoTempFiles(t, remote)
+			}
+			if t.Failed() {
+				t.Logf("output:\n%s", rec.text())
 			}
 		})
 	}

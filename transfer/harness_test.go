@@ -26,7 +26,7 @@ import (
 // (internal/sftpd).
 
 const (
-	testPassword   = "Secr3t-pass-9f4e"
+	testPassword   = "Sx7-kQ9v-Wm2z"
 	sftpdUser      = "alice"
 	uploadDeadline = 60 * time.Second
 )

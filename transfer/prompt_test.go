@@ -121,7 +121,7 @@ func runFake(t *testing.T, scenario string, target Target) (sessionResult, []str
 
 func TestPromptsAreAnsweredOnceAfterTheirLastByte(t *testing.T) {
 	t.Parallel()
-	pw := NewSecret([]byte("Secr3t-pass"))
+	pw := NewSecret([]byte("Sx7-kQ9v"))
 	pp := NewSecret([]byte("key-pass-123"))
 	cases := []struct {
 		scenario string
@@ -130,10 +130,10 @@ func TestPromptsAreAnsweredOnceAfterTheirLastByte(t *testing.T) {
 		class    Class  // "" for success
 		quote    string // the error message must quote this
 	}{
-		{"password", Target{Password: pw}, []string{"Secr3t-pass"}, "", ""},
-		{"password-wrong", Target{Password: pw}, []string{"Secr3t-pass"}, ClassAuth, "password again"},
+		{"password", Target{Password: pw}, []string{"Sx7-kQ9v"}, "", ""},
+		{"password-wrong", Target{Password: pw}, []string{"Sx7-kQ9v"}, ClassAuth, "password again"},
 		{"password", Target{Name: "nopw"}, nil, ClassAuth, "no password_file"},
-		{"kbdint", Target{Password: pw}, []string{"Secr3t-pass"}, "", ""},
+		{"kbdint", Target{Password: pw}, []string{"Sx7-kQ9v"}, "", ""},
 		{"kbdint-custom", Target{Password: pw}, nil, ClassPrompt, "Verification code:"},
 		{"passphrase", Target{Passphrase: pp}, []string{"key-pass-123"}, "", ""},
 		{"passphrase-wrong", Target{Passphrase: pp}, []string{"key-pass-123"}, ClassAuth, "passphrase was refused"},
@@ -165,11 +165,11 @@ func TestPromptsAreAnsweredOnceAfterTheirLastByte(t *testing.T) {
 				t.Errorf("message %q does not quote %q", res.err.Message, c.quote)
 			}
 			for _, l := range append(published, res.lines...) {
-				if strings.Contains(l, "Secr3t-pass") || strings.Contains(l, "key-pass-123") {
+				if strings.Contains(l, "Sx7-kQ9v") || strings.Contains(l, "key-pass-123") {
 					t.Errorf("secret in published line %q", l)
 				}
 			}
-			if res.err != nil && (strings.Contains(res.err.Error(), "Secr3t") || strings.Contains(res.err.Error(), "key-pass")) {
+			if res.err != nil && (strings.Contains(res.err.Error(), "Sx7-kQ9v") || strings.Contains(res.err.Error(), "key-pass")) {
 				t.Errorf("secret in error %q", res.err)
 			}
 		})

@@ -123,7 +123,17 @@ func dialSFTP(ctx context.Context, c *Client, sock string, onLine func(string)) 
 	if d.err != nil {
 		s.kill(ClassUnknown, "")
 		<-s.done
-		return nil, s.failureOr(ClassRemoteConfig, "could not open an SFTP session: "+d.err.Error())
+		e := *s.failureOr(ClassRemoteConfig, "could not open an SFTP session: "+d.err.Error())
+		s.mu.Lock()
+		for _, l := range s.lines {
+			if strings.Contains(l, "Session open refused by peer") || strings.Contains(l, "session request failed") {
+				e.refusedSession = true
+				e.Class = ClassLostConnection
+				e.Message = l + " (the server allows fewer sessions than connections; lower connections)"
+			}
+		}
+		s.mu.Unlock()
+		return nil, &e
 	}
 	s.mu.Lock()
 	s.client = d.client

@@ -25,7 +25,9 @@ type decoder struct {
 
 // add records a problem; its message is kept on one line.
 func (d *decoder) add(line int, key, msg string) {
-	msg = strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(msg)
+	if strings.ContainsAny(msg, "\r\n") {
+		msg = strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(msg)
+	}
 	d.probs = append(d.probs, Problem{File: d.file, Line: line, Key: key, Message: msg})
 }
 
@@ -129,6 +131,8 @@ func (p *parsed) crossCheck(cfg *Config) {
 		names[tg.Name] = i
 	}
 
+	paths, lines := make([]string, len(cfg.Watches)), make([]int, len(cfg.Watches))
+	at := map[string][]int{} // watched folder → its watches
 	for i := range cfg.Watches {
 		w, t := &cfg.Watches[i], p.watches[i]
 		if w.Target != "" && cfg.Target(w.Target) == nil {
@@ -137,19 +141,18 @@ func (p *parsed) crossCheck(cfg *Config) {
 		if w.After == AfterArchive && w.ArchiveDir == "" && w.Path != "" {
 			w.ArchiveDir = filepath.Join(w.Path, DefaultArchiveDir)
 		}
-		for j := range i {
-			v := &cfg.Watches[j]
-			if w.Path == "" || v.Path == "" {
-				continue
-			}
-			if msg := overlap(w.Path, v.Path, v.Line); msg != "" {
+		if w.Path != "" {
+			if msg := watchPlace(w.Path, cfg.Agent.StateDir); msg != "" {
 				t.problem("path", msg)
 			}
+			at[w.Path] = append(at[w.Path], i)
 		}
+		paths[i], lines[i] = w.Path, w.Line
 	}
+	overlapping(paths, lines, func(i int, msg string) { p.watches[i].problem("path", msg) })
 
 	// Files moved out of a watched folder must not land where they would be
-	// picked up again.
+	// picked up again: in a watched folder, or below one.
 	for i := range cfg.Watches {
 		w, t := &cfg.Watches[i], p.watches[i]
 		for _, k := range []struct {
@@ -158,13 +161,16 @@ func (p *parsed) crossCheck(cfg *Config) {
 			if k.dir == "" || !t.has(k.key) {
 				continue
 			}
-			for j := range cfg.Watches {
-				v := &cfg.Watches[j]
-				if v.Path == "" {
-					continue
+			reported := 0
+			for q := k.dir; reported < maxOverlapReports; q = filepath.Dir(q) {
+				for _, j := range at[q] {
+					if msg := landsInWatch(k.dir, &cfg.Watches[j], i == j); msg != "" && reported < maxOverlapReports {
+						t.problem(k.key, msg)
+						reported++
+					}
 				}
-				if msg := landsInWatch(k.dir, v, i == j); msg != "" {
-					t.problem(k.key, msg)
+				if q == filepath.Dir(q) {
+					break
 				}
 			}
 		}

@@ -51,18 +51,27 @@ func (p *parsed) checkFiles() {
 			}
 		}
 	}
-	// Overlaps that only symlinks reveal; parse reported the others.
+	// What only symlinks reveal; parse reported the rest.
+	paths, lines := make([]string, len(cfg.Watches)), make([]int, len(cfg.Watches))
 	for i := range cfg.Watches {
-		for j := range i {
-			w, v := &cfg.Watches[i], &cfg.Watches[j]
-			if real[i] == "" || real[j] == "" || overlap(w.Path, v.Path, v.Line) != "" {
-				continue
-			}
-			if msg := overlap(real[i], real[j], v.Line); msg != "" {
-				p.watches[i].problem("path", fmt.Sprintf("%s, once symlinks are resolved: %s", w.Path, msg))
-			}
+		paths[i], lines[i] = cfg.Watches[i].Path, cfg.Watches[i].Line
+	}
+	plain := make([]bool, len(cfg.Watches)) // has an overlap without symlinks
+	overlapping(paths, lines, func(i int, _ string) { plain[i] = true })
+	realState := resolvePath(cfg.Agent.StateDir)
+	for i, w := range cfg.Watches {
+		if real[i] == "" || realState == "" || watchPlace(w.Path, cfg.Agent.StateDir) != "" {
+			continue
+		}
+		if msg := watchPlace(real[i], realState); msg != "" {
+			p.watches[i].problem("path", fmt.Sprintf("%s, once symlinks are resolved: %s", w.Path, msg))
 		}
 	}
+	overlapping(real, lines, func(i int, msg string) {
+		if !plain[i] {
+			p.watches[i].problem("path", fmt.Sprintf("%s, once symlinks are resolved: %s", cfg.Watches[i].Path, msg))
+		}
+	})
 }
 
 // checkSecret reports a problem with the secret file ref of key k, if any.

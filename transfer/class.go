@@ -30,7 +30,7 @@ const (
 	ClassStalled          Class = "stalled"           // no progress for stall_timeout, or the overall deadline passed
 	ClassLostConnection   Class = "lost-connection"   // the connection dropped mid-way
 	ClassLocalFile        Class = "local-file"        // the local file is missing or unreadable
-	ClassBadName          Class = "bad-name"          // the name cannot be sent safely (a newline, say)
+	ClassBadName          Class = "bad-name"          // the path cannot be sent: not a clean relative path, or a name no server can hold
 	ClassLocalChanged     Class = "local-changed"     // the file changed (or was replaced) between its check and its rename
 	ClassUnsafePath       Class = "unsafe-path"       // the path leads outside the watched folder, or to something that is not a regular file of it
 	ClassRemoteExists     Class = "remote-exists"     // the remote file exists and overwrite = false

@@ -180,6 +180,9 @@ sftp_renames() { c journalctl -q --no-pager -t sftp-server -o cat | grep -cE "re
 # delivered_log NAME: "delivered" lines of the agent for NAME.
 delivered_log() { c journalctl -q --no-pager -u dropship.service -o cat | grep -c "msg=delivered .*file=[^ ]*/$1 " || true; }
 same() { cmp -s "$1" "$2"; }
+# The container's loopback, throttled, so that a transfer lasts long enough to be interrupted.
+throttle() { nsenter -t "$cpid" -n tc qdisc replace dev lo root tbf rate "$1" burst 256kb latency 2s; }
+unthrottle() { nsenter -t "$cpid" -n tc qdisc del dev lo root 2>/dev/null || true; }
 active() { [ "$(prop ActiveState)" = active ] && [ "$(prop SubState)" = running ]; }
 
 # ---- install -----------------------------------------------------------------------
@@ -223,14 +226,14 @@ check "active (running), Type=$(prop Type), NotifyAccess=$(prop NotifyAccess)" a
 # Type=notify: start returned only after READY=1, so all of this is up now.
 check "ready means NATS is up: 127.0.0.1:4222 answers INFO" cs 'exec 3<>/dev/tcp/127.0.0.1/4222 && head -c 4 <&3 | grep -q INFO'
 check "ready means the journal is open: /var/lib/dropship/journal.db" c test -s /var/lib/dropship/journal.db
-check "ready means the control service answers: dropship status" c dropship status -c /etc/dropship/agent.toml
+check "ready means the control service answers: dropship status" c sh -c "dropship status -c /etc/dropship/agent.toml >/dev/null"
 check "the agent logged 'agent started'" grep -q 'msg="agent started"' <<<"$(log_since "$cur")"
 expect "StateDirectory: /var/lib/dropship owned by dropship" "dropship:dropship" "$(c stat -c '%U:%G' /var/lib/dropship)"
 expect "runs as the dropship user" dropship "$(c ps -o user= -p "$(prop MainPID)" 2>/dev/null || cs "stat -c %U /proc/$(prop MainPID)")"
 if grep -qE 'level=(ERROR|WARN)' <<<"$(log_since "$cur")"; then bad "warnings or errors logged: $(grep -E 'level=(ERROR|WARN)' <<<"$(log_since "$cur")")"; else ok "no warning or error logged"; fi
 
 say "--- a broken config fails the start, with file:line in the journal, and is not restarted"
-cp "$root/etc/dropship/agent.toml" "$work/agent.toml.packaged"
+cp -p "$root/etc/dropship/agent.toml" "$work/agent.toml.packaged"
 echo 'no_such_key = true' >>"$root/etc/dropship/agent.toml"
 line=$(wc -l <"$root/etc/dropship/agent.toml")
 cur=$(cursor)
@@ -313,21 +316,35 @@ if grep -qE 'level=(ERROR|WARN)' <<<"$(log_since "$cur")"; then bad "warnings or
 
 # ---- a slow upload by another user through sshd's sftp-server ---------------------------------
 say "--- slow upload by user partner through sftp-server (CAP_LEASE): never sent early"
-# 160 kB at 64 kbit/s: sftp writes 32 kB requests about 4 s apart, longer
-# than the watch's 2 s settle; only the lease shows the file is still open.
-head -c 160000 /dev/urandom >"$root/srv/stage/slow.bin"
+# 1 MB through the container's loopback throttled to 2 Mbit/s, and in the
+# middle the partner's sftp client is stopped for 8 s: the file stays open in
+# sftp-server, unchanged for four times the watch's 2 s settle. The dropship
+# user cannot see sftp-server's descriptors (another user's, non-dumpable
+# process): only the read lease (CAP_LEASE) shows the file is still open.
+head -c 1000000 /dev/urandom >"$root/srv/stage/slow.bin"
 chmod 0640 "$root/srv/stage/slow.bin"
-(c bash -c 'echo "put /srv/stage/slow.bin /srv/drop/acme/slow.bin" |
-   sftp -q -l 64 -b - -o StrictHostKeyChecking=accept-new -o BatchMode=yes partner@127.0.0.1' >"$work/sftp.log" 2>&1
+throttle 2mbit
+(c bash -c 'echo "put /srv/stage/slow.bin /srv/drop/acme/slow.bin" >/run/slow.batch
+   sftp -q -b /run/slow.batch -o StrictHostKeyChecking=accept-new -o BatchMode=yes partner@127.0.0.1 &
+   echo $! >/run/slow.pid; wait $!' >"$work/sftp.log" 2>&1
  echo $? >"$work/sftp.rc") &
 sftp_job=$!
 early=''
-wait_for 20 test -e "$root/srv/drop/acme/slow.bin" || bad "the partner's upload did not start"
-while kill -0 $sftp_job 2>/dev/null; do
-  if compgen -G "$root/srv/incoming/*slow*" >/dev/null || compgen -G "$root/srv/incoming/.*slow*" >/dev/null; then early=yes; fi
-  sleep 0.2
-done
+seen_early() { compgen -G "$root/srv/incoming/*slow*" >/dev/null || compgen -G "$root/srv/incoming/.*slow*" >/dev/null; }
+partial() { [ -s "$root/srv/drop/acme/slow.bin" ] && [ "$(stat -c %s "$root/srv/drop/acme/slow.bin")" -lt 1000000 ]; }
+if wait_for 30 partial; then
+  c bash -c 'kill -STOP "$(cat /run/slow.pid)"'
+  paused=$(stat -c %s "$root/srv/drop/acme/slow.bin")
+  end=$((SECONDS + 8))
+  while [ $SECONDS -lt $end ]; do seen_early && early=yes; sleep 0.2; done
+  c bash -c 'kill -CONT "$(cat /run/slow.pid)"'
+  ok "the partner's upload paused 8 s at $paused of 1000000 bytes"
+else
+  bad "the partner's upload was not seen in progress"
+fi
+while kill -0 $sftp_job 2>/dev/null; do seen_early && early=yes; sleep 0.2; done
 wait $sftp_job || true
+unthrottle
 expect "the partner's sftp upload succeeded" 0 "$(cat "$work/sftp.rc")"
 expect "the partner's file belongs to partner" partner "$(c stat -c %U /srv/drop/acme/slow.bin 2>/dev/null || c stat -c %U /srv/drop/acme/.dropship-sent/slow.bin)"
 if [ -z "$early" ]; then ok "nothing of slow.bin reached the target while it was being uploaded"; else bad "slow.bin was sent while the partner was still uploading it"; fi
@@ -363,9 +380,6 @@ head -c 100000 /dev/urandom >"$root/srv/stage/kept.bin"
 cs 'install -m 0640 -g dropship /srv/stage/kept.bin /srv/drop/acme/.k && mv /srv/drop/acme/.k /srv/drop/acme/kept.bin'
 check "still delivering after the refused reload" wait_for 60 same "$root/srv/stage/kept.bin" "$root/srv/incoming/v2/kept.bin"
 
-# The container's loopback, throttled, so that a transfer lasts long enough to be interrupted.
-throttle() { nsenter -t "$cpid" -n tc qdisc replace dev lo root tbf rate "$1" burst 256kb latency 2s; }
-unthrottle() { nsenter -t "$cpid" -n tc qdisc del dev lo root 2>/dev/null || true; }
 # growing NAME: a partial upload of NAME is on the target.
 growing() { [ -n "$(find "$root/srv/incoming/v2" -name "*$1*" -size +100k 2>/dev/null)" ]; }
 drop() { # drop NAME SIZE_MB
@@ -376,8 +390,8 @@ drop() { # drop NAME SIZE_MB
 # ---- watchdog ----------------------------------------------------------------------------------------
 wd=$(prop WatchdogUSec)
 say "--- watchdog: agent frozen with SIGSTOP during a transfer (WatchdogUSec=$wd, RestartUSec=$(prop RestartUSec))"
-throttle 40mbit
-drop frozen.bin 60
+throttle 8mbit
+drop frozen.bin 20
 if wait_for 60 growing frozen.bin; then ok "frozen.bin is being sent"; else bad "frozen.bin did not start"; fi
 pid=$(prop MainPID)
 restarts=$(prop NRestarts)
@@ -403,9 +417,9 @@ expect "frozen.bin delivered once (agent's 'delivered' lines)" 1 "$(delivered_lo
 # ---- stop during a large transfer --------------------------------------------------------------------
 tss=$(prop TimeoutStopUSec)
 say "--- systemctl stop during a large transfer (TimeoutStopUSec=$tss, shutdown_grace 30s)"
-throttle 40mbit
-# 250 MB at 40 Mbit/s: longer than the 30 s grace.
-drop big.bin 250
+throttle 8mbit
+# 40 MB at 8 Mbit/s: longer than the 30 s grace.
+drop big.bin 40
 if wait_for 60 growing big.bin; then ok "big.bin is being sent"; else bad "big.bin did not start"; fi
 cur=$(cursor)
 t0=$SECONDS
@@ -424,8 +438,8 @@ rm -f "$root/srv/stage/big.bin" "$root/srv/incoming/v2/big.bin" "$root/srv/drop/
 # ---- upgrade with files queued --------------------------------------------------------------------------
 say "--- upgrade to $version.1 while files are queued"
 md5_before=$(md5sum <"$root/etc/dropship/agent.toml")
-throttle 40mbit
-for i in 1 2 3 4 5 6; do drop "queued$i.bin" 8; done
+throttle 8mbit
+for i in 1 2 3 4 5 6; do drop "queued$i.bin" 2; done
 pid=$(prop MainPID)
 wait_for 30 growing queued || true
 c apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold /root/dropship-v2.deb >"$work/upgrade.log" 2>&1 ||

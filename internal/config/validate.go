@@ -215,8 +215,8 @@ func checkSSHOption(s string) error {
 	if value == "" {
 		return fmt.Errorf(`%q has no value: write "Key=Value"`, s)
 	}
-	if name, why, refused := refusedSSHOption(key); refused {
-		return fmt.Errorf("%s is refused: %s", name, why)
+	if why := refusedSSHOption(key); why != "" {
+		return errors.New(why)
 	}
 	return nil
 }

@@ -75,8 +75,8 @@ func (s Secret) answer() []byte {
 // backslash and `\ooo` (first digit 0–3) is the byte with that octal value:
 //
 //   - out as it is;
-//   - stripped: `\\` read as a backslash, every `\ooo` removed, then tab
-//     removed;
+//   - stripped: `\\` read as a backslash, every `\ooo` removed, then
+//     controls removed (out's only one is tab);
 //   - decoded: `\\` and every `\ooo` read as the byte they stand for;
 //   - decoded, then every C0 control and DEL removed one byte at a time;
 //   - decoded, then escape sequences removed whole (CSI: ESC [, parameter
@@ -197,7 +197,8 @@ next:
 	return ""
 }
 
-// scrub returns text safe to publish: see scrubber.
+// scrub returns text safe to publish: see scrubber. A line that still
+// matches after maxPasses passes is replaced by the marker as a whole.
 func (s *scrubber) scrub(text string) string {
 	t := sanitize(text)
 	if s == nil || len(s.grams) == 0 && len(s.short) == 0 {

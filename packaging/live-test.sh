@@ -380,8 +380,8 @@ head -c 100000 /dev/urandom >"$root/srv/stage/kept.bin"
 cs 'install -m 0640 -g dropship /srv/stage/kept.bin /srv/drop/acme/.k && mv /srv/drop/acme/.k /srv/drop/acme/kept.bin'
 check "still delivering after the refused reload" wait_for 60 same "$root/srv/stage/kept.bin" "$root/srv/incoming/v2/kept.bin"
 
-# growing NAME: a partial upload of NAME is on the target.
-growing() { [ -n "$(find "$root/srv/incoming/v2" -name "*$1*" -size +100k 2>/dev/null)" ]; }
+# growing: a partial upload (the agent's .dropship-<id>.part) of over 100 kB is on the target.
+growing() { [ -n "$(find "$root/srv/incoming/v2" -name ".dropship-*.part" -size +100k 2>/dev/null)" ]; }
 drop() { # drop NAME SIZE_MB
   head -c "${2}M" /dev/urandom >"$root/srv/stage/$1"
   cs "install -m 0640 -g dropship /srv/stage/$1 /srv/drop/acme/.$1 && mv /srv/drop/acme/.$1 /srv/drop/acme/$1"
@@ -492,16 +492,19 @@ rroot="$work/rpmroot"
 cp -a "$base" "$rroot"
 R() { timeout 120 rpm --root "$rroot" --dbpath /var/lib/rpm "$@"; }
 R --initdb
+mkdir -p "$rroot/etc/systemd/system-preset"
+echo 'disable dropship.service' >"$rroot/etc/systemd/system-preset/50-rhel-like.preset"
 if R -i --nodeps --nosignature "$rpm1" >"$work/rpm.log" 2>&1; then ok "rpm -i $(basename "$rpm1")"; else cat "$work/rpm.log" >&2; bad "rpm -i"; fi
 expect "rpm -q" "dropship-$version-1" "$(R -q --qf '%{NAME}-%{VERSION}-%{RELEASE}' dropship)"
-v=$(R -V dropship 2>&1 || true)
+v=$(R -V --nodeps dropship 2>&1 || true)
 expect "rpm -V: files as packaged" "" "$v"
 IFS=: read -r _ _ uid _ _ home shell < <(chroot "$rroot" getent passwd dropship) || true
 check "%pre: dropship system user (uid ${uid:-?}, home ${home:-?}, shell ${shell:-?})" test "${uid:-1000}" -lt 1000 -a "${home:-}" = /var/lib/dropship
 expect "%post: /var/lib/dropship" "750 dropship:dropship" "$(chroot "$rroot" stat -c '%a %U:%G' /var/lib/dropship)"
 expect "%post: /etc/dropship/agent.toml" "640 root:dropship" "$(chroot "$rroot" stat -c '%a %U:%G' /etc/dropship/agent.toml)"
-# %post: `systemctl --no-reload preset`; Debian's 90-systemd.preset ends "disable *".
-expect "%post: presets applied (Debian's presets: disabled)" disabled "$(chroot "$rroot" systemctl is-enabled dropship.service 2>/dev/null || true)"
+# %post: `systemctl --no-reload preset`. The root's presets here are Debian's
+# ("enable *"); a preset file like RHEL's "disable *" stands for an RPM system.
+expect "%post: presets applied (a 'disable dropship.service' preset: disabled)" disabled "$(chroot "$rroot" systemctl is-enabled dropship.service 2>/dev/null || true)"
 chroot "$rroot" systemctl enable dropship.service >/dev/null 2>&1 || true
 echo '# edited' >>"$rroot/etc/dropship/agent.toml"
 touch "$rroot/var/lib/dropship/journal.db"

@@ -474,10 +474,8 @@ func startMaster(c *Client, sock string) *master {
 			target:       &c.t,
 			scrub:        c.scrub,
 			logger:       c.logger,
+			onLogin: func() { once.Do(func() { close(authenticated) }) },
 			onLine: func(line string) {
-				if strings.HasPrefix(line, "Authenticated to ") {
-					once.Do(func() { close(authenticated) })
-				}
 				if c.opts.OnConnectionLine != nil {
 					c.opts.OnConnectionLine(line)
 				}

@@ -59,6 +59,7 @@ type sessionSpec struct {
 	scrub     *scrubber
 	logger    *slog.Logger
 	onLine    func(line string)            // every scrubbed output line
+	onLogin   func()                       // ssh said "Authenticated to …" (once)
 	onFrame   func(p Progress, raw string) // every progress frame
 	onStarted func(pid int)
 }
@@ -403,15 +404,17 @@ func (s *session) line(l string) {
 	} else {
 		s.signalActivity()
 	}
+	// Recognised on the raw line: scrubbing may redact any text that
+	// shares a few bytes with a secret.
+	if strings.HasPrefix(l, "Authenticated to ") {
+		s.established()
+	}
 	l = s.spec.scrub.scrub(l)
 	if len(s.recent) == recentLines {
 		copy(s.recent, s.recent[1:])
 		s.recent = s.recent[:recentLines-1]
 	}
 	s.recent = append(s.recent, l)
-	if strings.HasPrefix(l, "Authenticated to ") || strings.HasPrefix(l, "sftp> ") {
-		s.established()
-	}
 	if s.spec.onLine != nil {
 		s.spec.onLine(l)
 	}
@@ -449,6 +452,9 @@ func (s *session) established() {
 	if !s.estDone {
 		s.estDone = true
 		close(s.establish)
+		if s.spec.onLogin != nil {
+			s.spec.onLogin()
+		}
 	}
 }
 

@@ -219,6 +219,14 @@ func (a *Agent) Retry(r RetryRequest) RetryResponse {
 			}
 		}
 	}
+	if r.Failed {
+		// Files queued by an earlier retry wait for the same targets.
+		for _, t := range a.targets {
+			if t.failClass != "" && loginRefused(t.failClass) {
+				waiting[t.name] = TargetWaiting{Target: t.name, Class: string(t.failClass), Next: t.retryAt}
+			}
+		}
+	}
 	slices.SortFunc(ops, func(x, y journal.Op) int { return x.Put.QueuedAt.Compare(y.Put.QueuedAt) })
 	a.mu.Unlock()
 	a.commit(ops...)

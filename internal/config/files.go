@@ -14,13 +14,13 @@ import (
 func (p *parsed) checkFiles() {
 	cfg := p.cfg
 	if p.nats != nil {
-		p.nats.checkSecret("credentials_file", cfg.NATS.CredentialsFile)
+		p.nats.checkSecret("credentials_file", cfg.NATS.CredentialsFile, checkSecret)
 	}
 	for i, t := range p.targets {
 		tg := &cfg.Targets[i]
-		t.checkSecret("password_file", tg.PasswordFile)
-		t.checkSecret("identity_file", tg.IdentityFile)
-		t.checkSecret("passphrase_file", tg.PassphraseFile)
+		t.checkSecret("password_file", tg.PasswordFile, checkSecret)
+		t.checkSecret("identity_file", tg.IdentityFile, checkIdentity)
+		t.checkSecret("passphrase_file", tg.PassphraseFile, checkSecret)
 	}
 
 	real := make([]string, len(cfg.Watches)) // watched folders, symlinks resolved
@@ -74,18 +74,19 @@ func (p *parsed) checkFiles() {
 	})
 }
 
-// checkSecret reports a problem with the secret file ref of key k, if any.
+// checkSecret reports a problem with the secret file ref of key k, found
+// by check, if any.
 // A credential:NAME reference can only be looked at where systemd provides
 // $CREDENTIALS_DIRECTORY (the service itself): elsewhere, such as
 // `dropship check` or `dropship status` run from a shell, only its name is
 // checked (by Parse), and the agent reports a missing credential when it
 // reads it.
-func (t *table) checkSecret(k, ref string) {
+func (t *table) checkSecret(k, ref string, check func(string) error) {
 	if ref == "" {
 		return
 	}
 	if strings.HasPrefix(ref, credentialPrefix) && os.Getenv("CREDENTIALS_DIRECTORY") == "" {
 		return
 	}
-	t.check(k, checkSecret(ref))
+	t.check(k, check(ref))
 }

@@ -128,7 +128,7 @@ passphrase_file = "ok.pass"
 name = "c"
 host = "h"
 user = "u"
-password_file = "credential:missing" #! target.password_file: `+creds+`/missing does not exist
+password_file = "credential:missing" #! target.password_file: credential missing is not in $CREDENTIALS_DIRECTORY (`+creds+`): add LoadCredential=missing:/path/to/file to the unit
 `)
 	if cfg != nil {
 		t.Error("Load returned a config with problems")

@@ -14,7 +14,7 @@ const maxOverlapReports = 5
 // overlapping finds the watched folders that overlap: the same folder, or
 // one inside the other. For every such pair it calls report on the later
 // watch i with why it overlaps the earlier one, at most maxOverlapReports
-// times per watch, and only once for watches of the very same folder
+// times per watch, and only once for several watches of the same folder
 // (against the first of them). Empty paths are skipped. It takes time in the
 // number of watches times the depth of their paths, never in its square.
 func overlapping(paths []string, lines []int, report func(i int, msg string)) {
@@ -40,11 +40,12 @@ func overlapping(paths []string, lines []int, report func(i int, msg string)) {
 		}
 		for q := p; q != filepath.Dir(q); {
 			q = filepath.Dir(q)
-			for _, u := range at[q] {
-				if u < v {
-					add(v, u)
-				} else {
+			for k, u := range at[q] {
+				switch {
+				case u > v:
 					add(u, v)
+				case k == 0:
+					add(v, u) // inside the first watch of q, not again inside each
 				}
 			}
 		}

@@ -86,13 +86,22 @@ func (a *Agent) finish(keys []string) {
 // was sent is left alone: it is not the version that arrived, so it goes
 // back to the queue.
 func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, error) {
-	fi, err := os.Stat(rec.Path)
+	fi, err := os.Lstat(rec.Path)
+	if err == nil && fi.Mode()&os.ModeSymlink != 0 && w.FollowSymlinks {
+		// The watch sends what its links lead to (inside the folder).
+		fi, err = os.Stat(rec.Path)
+	}
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		// Gone already (moved by someone, or archived before a crash).
 		return a.forget(rec), nil
 	case err != nil:
 		return nil, err
+	case !fi.Mode().IsRegular():
+		// Replaced by a symlink, a folder or the like: not the file that
+		// was delivered, and not dropship's to move or delete.
+		a.logger.Warn("file replaced by something that is not a regular file after it was sent; leaving it alone", keyTransferID, rec.ID, keyFile, rec.Path, "type", fi.Mode().Type().String())
+		return a.forget(rec), nil
 	}
 	if id := identityOf(fi); !rec.SameFile(id.size, id.mtime, id.dev, id.inode) {
 		a.logger.Warn("file changed after it was sent; not archiving it, sending the new version", keyTransferID, rec.ID, keyFile, rec.Path)

@@ -542,9 +542,24 @@ func (a *Agent) localFailure(t *target, w *config.Watch, rec *journal.Record, er
 
 // vanished forgets a queued file that is gone from its folder: someone
 // removed or moved it before it could be sent.
+//
+// Its transfer ends failed (every queued transfer ends completed or failed),
+// with class local-changed; a file of the same name that appears later is a
+// transfer of its own.
 func (a *Agent) vanished(t *target, rec *journal.Record) *journal.Op {
 	a.logger.Warn("file disappeared before it was sent", keyTransferID, rec.ID, keyFile, rec.Path, keyTarget, t.name)
-	return a.forget(rec)
+	a.mu.Lock()
+	r := *rec
+	r.Attempts++
+	now := time.Now()
+	cause := &transfer.Error{Class: transfer.ClassLocalChanged, Message: rec.Path + ": it disappeared (removed or renamed away) before it was sent; nothing was delivered", ExitCode: -1}
+	started := a.transferEvent(t, &r, stateStarted, now, time.Time{}, nil, nil)
+	ev := a.transferEvent(t, &r, stateFailed, now, now, cause, nil)
+	a.metrics.outcome(t.name, string(stateFailed), r.Size, 0)
+	a.mu.Unlock()
+	op := a.forget(rec)
+	op.Events = []journal.Event{started, ev}
+	return op
 }
 
 // release marks a batch's files as no longer sending.

@@ -158,6 +158,15 @@ func printStatus(w io.Writer, st agent.Status) {
 		}
 		tw.Flush()
 	}
+	if len(st.Failed) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "FAILED (dropship retry ID)\tFILE\tTARGET\tCLASS\tATTEMPTS\tSINCE\tERROR")
+		for _, f := range st.Failed {
+			fmt.Fprintf(tw, "%s\t%q\t%s\t%s\t%d\t%s\t%s\n", f.ID, f.Path, f.Target, f.Class, f.Attempts, f.Since.Local().Format(time.RFC3339), f.Error)
+		}
+		tw.Flush()
+	}
 }
 
 func retryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -24,6 +24,24 @@ type Status struct {
 	OutboxDepth   int            `json:"outbox_depth"`
 	Targets       []TargetStatus `json:"targets"`
 	Watches       []WatchStatus  `json:"watches"`
+	// Failed lists the files that failed for good (oldest first, at most
+	// maxStatusFiles): what `dropship retry ID` takes.
+	Failed []FileStatus `json:"failed,omitempty"`
+}
+
+// maxStatusFiles bounds the files listed in Status.
+const maxStatusFiles = 200
+
+// FileStatus is one failed file in Status.
+type FileStatus struct {
+	ID       string    `json:"transfer_id"`
+	Path     string    `json:"path"`
+	Target   string    `json:"target"`
+	Class    string    `json:"class"`
+	Attempts int       `json:"attempts"`
+	Error    string    `json:"error"`
+	Since    time.Time `json:"since"`
+	Warning  string    `json:"warning,omitempty"`
 }
 
 // TargetStatus is one target in Status.
@@ -165,7 +183,12 @@ func (a *Agent) Status() Status {
 			ts.Queued++
 		case rec.State == journal.Failed:
 			ts.Failed++
+			st.Failed = append(st.Failed, FileStatus{ID: rec.ID, Path: rec.Path, Target: rec.Target, Class: rec.LastClass, Attempts: rec.Attempts, Error: rec.LastError, Since: rec.UpdatedAt, Warning: rec.Warning})
 		}
+	}
+	slices.SortFunc(st.Failed, func(x, y FileStatus) int { return x.Since.Compare(y.Since) })
+	if len(st.Failed) > maxStatusFiles {
+		st.Failed = st.Failed[len(st.Failed)-maxStatusFiles:]
 	}
 	for _, wc := range a.cfg.Watches {
 		ws := WatchStatus{Path: wc.Path, Target: wc.Target}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,6 +73,20 @@ func TestPiecesAreNotPassedOffAsFiles(t *testing.T) {
 	})
 	if !sameContent(remote, first) {
 		t.Error("the remote file was replaced although overwrite = false")
+	}
+	// `dropship status` lists it, with what `retry` needs.
+	r := dropship(t, "status", "-c", e.cfg, "-json")
+	var st struct {
+		Failed []struct {
+			ID                   string `json:"transfer_id"`
+			Path, Class, Warning string
+		} `json:"failed"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("status -json: %v\n%s", err, r)
+	}
+	if len(st.Failed) != 1 || st.Failed[0].ID != warned.TransferID || st.Failed[0].Class != "remote-exists" || st.Failed[0].Path != p || st.Failed[0].Warning == "" {
+		t.Errorf("status lists failed files %+v, want the second piece (%s, remote-exists, with its warning)", st.Failed, warned.TransferID)
 	}
 	if !strings.Contains(a.logs(), "written in pieces?") {
 		t.Error("no WARN in the agent's log")

@@ -475,6 +475,13 @@ func (e *env) start() {
 	h.queued = func(f File) { e.seen.add("queued:" + f.Path) }
 	w, err := newWatcher(e.opts, h)
 	e.check(err)
+	// The first scan runs in the watcher's goroutine; the scripts act on
+	// the folder once it is over, as they did when New waited for it.
+	select {
+	case <-w.scanned:
+	case <-time.After(defaultWithin):
+		e.fatalf("first scan not over after %v", defaultWithin)
+	}
 	e.w = w
 	e.col = newCollector(w)
 }

@@ -3,6 +3,7 @@ package watcher
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -178,6 +179,7 @@ type Watcher struct {
 	rescanReq chan struct{}
 	done      chan struct{}
 	exited    chan struct{}
+	scanned   chan struct{} // closed when the first scan is over, or stopped by Close
 	closeOnce sync.Once
 	closeErr  error
 
@@ -298,9 +300,12 @@ type fileState struct {
 	gen      uint64
 }
 
-// New validates opts, watches Root (and, if Recursive, every folder below
-// it), scans the files already present and starts the watcher's goroutine.
-// Files present at start are queued; they still pass the readiness checks.
+// New validates opts and starts the watcher's goroutine, which first watches
+// Root (and, if Recursive, every folder below it) and scans the files already
+// present, then follows events. Files present at start are queued; they
+// still pass the readiness checks. New returns without waiting for that
+// first scan, however large the tree: Close stops it between two folder
+// entries.
 func New(opts Options) (*Watcher, error) {
 	return newWatcher(opts, hooks{})
 }
@@ -357,6 +362,7 @@ func newWatcher(opts Options, h hooks) (*Watcher, error) {
 		rescanReq: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		exited:    make(chan struct{}),
+		scanned:   make(chan struct{}),
 		realRoot:  realRoot,
 		dirs:      make(map[string]*dirState),
 		dirIDs:    make(map[devIno]string),
@@ -365,7 +371,6 @@ func newWatcher(opts Options, h hooks) (*Watcher, error) {
 	}
 	w.skip = skipRels(root, realRoot, opts.Skip)
 	w.nextRootCheck = time.Now().Add(w.t.rootPoll)
-	w.scanTree(root, originStart)
 	go w.run()
 	return w, nil
 }
@@ -439,6 +444,8 @@ func (w *Watcher) run() {
 	defer close(w.errs)
 	defer close(w.ready)
 
+	w.scanTree(w.root, originStart)
+	close(w.scanned)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var timerAt time.Time
@@ -1044,11 +1051,22 @@ func (w *Watcher) setWatched(d *dirState, watched, counted bool) {
 
 // ---- scanning ----
 
+// closing reports whether Close was called: long scans stop then.
+func (w *Watcher) closing() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // scanTree watches and scans dir and, if recursive, every folder below it.
+// It stops early once Close was called.
 func (w *Watcher) scanTree(dir string, o origin) {
 	w.gen++
 	stack := []string{dir}
-	for len(stack) > 0 {
+	for len(stack) > 0 && !w.closing() {
 		d := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		stack = append(stack, w.scanDir(d, o)...)
@@ -1098,7 +1116,10 @@ func (w *Watcher) scanDir(dir string, o origin) []string {
 		return nil // vanished or replaced meanwhile
 	}
 
-	entries, err := readDir(dir, isRoot)
+	entries, err := readDir(dir, isRoot, w.done)
+	if errors.Is(err, errClosing) {
+		return nil
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
 			if isRoot {
@@ -1123,7 +1144,10 @@ func (w *Watcher) scanDir(dir string, o origin) []string {
 
 	rel, _ := relUnder(w.root, dir)
 	var subdirs []string
-	for _, e := range entries {
+	for i, e := range entries {
+		if i%256 == 255 && w.closing() {
+			return nil // not listed to the end: forget nothing
+		}
 		name := e.Name()
 		if ignoredName(name) {
 			continue
@@ -1205,7 +1229,7 @@ func readSysctl(name string) string {
 
 // readDir lists a folder without following a symlink put in its place
 // (except for the root, which may be one).
-func readDir(dir string, follow bool) ([]os.DirEntry, error) {
+func readDir(dir string, follow bool, stop <-chan struct{}) ([]os.DirEntry, error) {
 	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
 	if !follow {
 		flags |= unix.O_NOFOLLOW
@@ -1216,8 +1240,30 @@ func readDir(dir string, follow bool) ([]os.DirEntry, error) {
 	}
 	f := os.NewFile(uintptr(fd), dir)
 	defer f.Close()
-	return f.ReadDir(-1)
+	var all []os.DirEntry
+	for {
+		select {
+		case <-stop:
+			return nil, errClosing
+		default:
+		}
+		entries, err := f.ReadDir(dirChunk)
+		all = append(all, entries...)
+		if errors.Is(err, io.EOF) {
+			return all, nil
+		}
+		if err != nil {
+			return all, err
+		}
+	}
 }
+
+// dirChunk is how many entries readDir reads at once, between two looks at
+// whether the watcher is closing.
+const dirChunk = 4096
+
+// errClosing stops a listing when the watcher is closing.
+var errClosing = errors.New("watcher closing")
 
 // foundFile examines a regular file found by listing a folder.
 func (w *Watcher) foundFile(p, rel string, o origin) {

@@ -22,7 +22,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return usagef("check takes no arguments, got %q", fs.Args())
 	}
-	cfg, err := loadConfig(*file, stderr)
+	cfg, err := loadConfigContext(ctx, *file, stderr)
 	if err != nil {
 		return err
 	}
@@ -32,6 +32,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	failed := 0
 	for _, tc := range cfg.Targets {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
 		if err := checkTarget(ctx, cfg, tc.Name, tc.RemoteDir); err != nil {
 			failed++
 			msg := err.Error()

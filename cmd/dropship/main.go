@@ -6,6 +6,10 @@
 //	0  success
 //	1  a runtime failure: a transfer failed, a server could not be reached
 //	2  a usage or configuration error: fix the command line or the file
+//
+// SIGINT and SIGTERM are answered at once, at any point: `run` stops
+// gracefully (running transfers get agent.shutdown_grace) and exits 0; any
+// other command stops what it was doing and exits 1, as it did not finish.
 package main
 
 import (
@@ -149,9 +153,35 @@ func versionCmd(_ context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// errInterrupted is returned by a command stopped by SIGINT or SIGTERM
+// before it finished: exit status 1.
+var errInterrupted = errors.New("interrupted by a signal before it finished")
+
 // loadConfig loads and validates the config file, printing every problem.
 func loadConfig(file string, stderr io.Writer) (*config.Config, error) {
-	cfg, err := config.Load(file)
+	return loadConfigContext(context.Background(), file, stderr)
+}
+
+// loadConfigContext is loadConfig that returns errInterrupted as soon as ctx
+// ends (a signal), even while the file system is slow to answer.
+func loadConfigContext(ctx context.Context, file string, stderr io.Writer) (*config.Config, error) {
+	type loaded struct {
+		cfg *config.Config
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		cfg, err := config.Load(file)
+		done <- loaded{cfg, err}
+	}()
+	var cfg *config.Config
+	var err error
+	select {
+	case l := <-done:
+		cfg, err = l.cfg, l.err
+	case <-ctx.Done():
+		return nil, errInterrupted
+	}
 	if err != nil {
 		var problems config.Problems
 		if errors.As(err, &problems) {

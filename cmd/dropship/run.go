@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -37,7 +38,9 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		defer cleanup()
 	} else {
 		var err error
-		if cfg, err = loadConfig(*file, stderr); err != nil {
+		if cfg, err = loadConfigContext(ctx, *file, stderr); errors.Is(err, errInterrupted) {
+			return nil // stopped before it started: a clean stop all the same
+		} else if err != nil {
 			return err
 		}
 	}

@@ -117,7 +117,7 @@ func publicKey(p string) string {
 	if base, ok := strings.CutSuffix(p, ".pub"); ok {
 		return fmt.Sprintf("%s%s looks like a public key: use %s without .pub (%s)", pre, p, p, base)
 	}
-	f, err := os.Open(p)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO must not block
 	if err != nil {
 		return "" // statSecret explains
 	}

@@ -209,6 +209,10 @@ type job struct {
 	item  transfer.Item
 	sum   string // sha256, once hashed
 	began bool
+	// held: the file had failed for good because of its target and is sent
+	// as the probe of that target. Its transfer already ended failed, so a
+	// probe that fails the same way publishes nothing: failed means once.
+	held bool
 }
 
 // send uploads a batch and records the outcome of every file.
@@ -333,6 +337,7 @@ func (a *Agent) prepare(t *target, w *config.Watch, rec *journal.Record) (*job, 
 	}
 	return &job{
 		rec:  rec,
+		held: rec.State == journal.Failed,
 		file: f,
 		item: transfer.Item{ID: rec.ID, File: f, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: rec.Rel, Size: rec.Size},
 	}, nil
@@ -371,9 +376,16 @@ func (a *Agent) began(t *target, j *job) {
 	a.mu.Lock()
 	rec := *j.rec
 	rec.State = journal.Sending
-	rec.Attempts++
 	rec.UpdatedAt = now
 	rec.RemotePath = j.item.RemotePath()
+	if j.held {
+		// Its started event waits for the probe's outcome.
+		a.recs[rec.Key] = &rec
+		j.rec = &rec
+		a.mu.Unlock()
+		return
+	}
+	rec.Attempts++
 	ev := a.transferEvent(t, &rec, stateStarted, now, time.Time{}, nil, nil)
 	rec.EventIDs = append(rec.EventIDs, ev.ID)
 	a.recs[rec.Key] = &rec
@@ -394,6 +406,15 @@ func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	rec.SHA256 = j.sum
 	rec.ExitCode = r.ExitCode
 	rec.UpdatedAt = now
+	var pre []journal.Event
+	if j.held {
+		// The probe worked: the transfer starts again from attempt 1,
+		// as the files it held do.
+		rec.Attempts = 1
+		started := a.transferEvent(t, &rec, stateStarted, r.Start, time.Time{}, nil, nil)
+		rec.EventIDs = append(rec.EventIDs, started.ID)
+		pre = append(pre, started)
+	}
 	rec.State = journal.Sent
 	rec.LastClass, rec.LastError = "", ""
 	a.noteDelivered(&rec, now)
@@ -404,7 +425,7 @@ func (a *Agent) delivered(t *target, j *job, r transfer.Result) *journal.Op {
 	a.recs[rec.Key] = &rec
 	j.rec = &rec
 	a.targetRecovered(t)
-	return &journal.Op{Put: &rec, Events: []journal.Event{ev}}
+	return &journal.Op{Put: &rec, Events: append(pre, ev)}
 }
 
 // failed handles a file whose upload did not complete. counts says the
@@ -416,6 +437,19 @@ func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, co
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	rec := *j.rec
+	if j.held && (class.TargetWide() || class == transfer.ClassCanceled || !counts) {
+		// The target still fails: the file stays failed, as it was,
+		// without another event.
+		rec.State = journal.Failed
+		rec.LastClass, rec.LastError, rec.UpdatedAt = string(class), errMessage(r.Err), time.Now()
+		a.recs[rec.Key] = &rec
+		return []journal.Op{{Put: &rec}}
+	}
+	if j.held {
+		// It fails for a reason of its own now: a new attempt, with its
+		// events.
+		j.began = false
+	}
 	if class == transfer.ClassCanceled || !counts {
 		// Stopped by a shutdown, or never attempted: it stays queued and
 		// this attempt does not count.
@@ -443,7 +477,7 @@ func (a *Agent) failed(t *target, w *config.Watch, j *job, r transfer.Result, co
 	rec.UpdatedAt = now
 	rec.ExitCode = r.ExitCode
 	rec.LastClass = string(class)
-	rec.LastError = r.Err.Error()
+	rec.LastError = errMessage(r.Err)
 	rec.SHA256 = j.sum
 	var state = stateFailed
 	var next *time.Time
@@ -496,6 +530,16 @@ func (a *Agent) discardLeftovers(t *target, jobs []*job, results []transfer.Resu
 	if err := t.client.Discard(ctx, items); err != nil {
 		a.logger.Warn("could not remove the temporary files of failed transfers from the server", keyTarget, t.name, "files", len(items), keyErr, err)
 	}
+}
+
+// errMessage is err's message without its class: the class is shown beside
+// it (status, events), never twice.
+func errMessage(err error) string {
+	var te *transfer.Error
+	if errors.As(err, &te) {
+		return te.Message
+	}
+	return err.Error()
 }
 
 // movesToFailedDir says whether a file that failed for good with class goes to
@@ -595,7 +639,7 @@ func (a *Agent) targetFailed(t *target, class transfer.Class, err error) {
 		a.logger.Error("target failing: holding its queue", keyTarget, t.name, keyClass, class, keyErr, err)
 	}
 	t.failClass = class
-	t.failMsg = err.Error()
+	t.failMsg = errMessage(err)
 	t.failures++
 	wait := backoff(t.cfg.RetryBackoff, t.cfg.RetryBackoffMax, t.failures)
 	if !class.Retryable() && loginRefused(class) {

@@ -1,5 +1,3 @@
-//go:build attack
-
 package e2e
 
 // Helpers of the attack tests (issue 17 point 7): whoever can write into a

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -93,12 +94,14 @@ type Client struct {
 	dirsMu sync.Mutex
 	dirs   map[string]*dirState
 
-	mu       sync.Mutex
-	master   *master
-	conns    []*sftpConn // by slot
-	idle     *time.Timer
-	inflight int
-	closed   bool
+	mu        sync.Mutex
+	master    *master
+	conns     []*sftpConn   // by slot
+	dialing   int           // SFTP sessions being opened
+	dialEnded chan struct{} // closed (and replaced) whenever one is opened or fails
+	idle      *time.Timer
+	inflight  int
+	closed    bool
 }
 
 // NewClient returns a Client for t. It starts nothing until the first call.
@@ -138,6 +141,8 @@ func NewClient(t Target, opts Options) (*Client, error) {
 		budget: newBudget(int64(t.Connections) * sessionBudget),
 		dirs:   map[string]*dirState{},
 		conns:  make([]*sftpConn, t.Connections),
+
+		dialEnded: make(chan struct{}),
 	}
 	for i := range t.Connections {
 		c.slots <- i
@@ -155,11 +160,7 @@ func (c *Client) Check(ctx context.Context, remoteDir string) error {
 		return err
 	}
 	defer release()
-	sock, _, err := c.connection(ctx)
-	if err != nil {
-		return err
-	}
-	s, err := c.session(ctx, slot, sock)
+	s, _, err := c.open(ctx, slot)
 	if err != nil {
 		return err
 	}
@@ -189,11 +190,7 @@ func (c *Client) Discard(ctx context.Context, items []Item) error {
 		return err
 	}
 	defer release()
-	sock, _, err := c.connection(ctx)
-	if err != nil {
-		return err
-	}
-	s, err := c.session(ctx, slot, sock)
+	s, _, err := c.open(ctx, slot)
 	if err != nil {
 		return err
 	}
@@ -211,41 +208,95 @@ func (c *Client) Discard(ctx context.Context, items []Item) error {
 	return first
 }
 
+// open returns a live SFTP session for slot and the shared connection it goes
+// through, starting either when needed. A shared connection that died
+// without the client noticing yet (its ssh was killed, say) cannot serve a
+// new session: its socket no longer accepts, and the session's ssh, which
+// never connects by itself, fails. That connection is then retired and a
+// new one started, once: the failure is the dead connection's, not the
+// server's.
+func (c *Client) open(ctx context.Context, slot int) (*sftpConn, *master, error) {
+	for retried := false; ; retried = true {
+		_, m, err := c.connection(ctx)
+		if err != nil {
+			return nil, m, err
+		}
+		s, err := c.session(ctx, slot, m)
+		if err == nil {
+			return s, m, nil
+		}
+		if retried || ctx.Err() != nil || sessionRefused(err) || m.serves() {
+			return nil, m, err
+		}
+		c.logger.Debug("the shared connection no longer accepts sessions; starting a new one", "err", err)
+		m.retire()
+	}
+}
+
 // session returns the live SFTP session of slot, opening one through the
-// shared connection when there is none.
-func (c *Client) session(ctx context.Context, slot int, sock string) (*sftpConn, error) {
+// shared connection m when there is none. A session of an earlier shared
+// connection is not used: it ends with its connection.
+func (c *Client) session(ctx context.Context, slot int, m *master) (*sftpConn, error) {
 	c.mu.Lock()
 	s := c.conns[slot]
 	c.mu.Unlock()
-	if s != nil && s.alive() {
+	if s != nil && s.alive() && s.master == m {
 		return s, nil
 	}
-	s, err := dialSFTP(ctx, c, sock, c.opts.OnConnectionLine)
-	if err != nil {
-		// A server that allows fewer sessions than connections (its
-		// MaxSessions) refuses the extra one: share a live session.
-		if shared := c.liveSession(); shared != nil && sessionRefused(err) {
+	if s != nil {
+		c.dropSession(slot, s)
+	}
+	c.mu.Lock()
+	c.dialing++
+	c.mu.Unlock()
+	s, err := dialSFTP(ctx, c, m.sock, c.opts.OnConnectionLine)
+	c.mu.Lock()
+	c.dialing--
+	ended := c.dialEnded
+	c.dialEnded = make(chan struct{})
+	switch {
+	case err == nil && c.closed:
+		go s.close()
+		err = &Error{Class: ClassCanceled, Message: "the client is closed", ExitCode: -1}
+		s = nil
+	case err == nil:
+		s.master = m
+		c.conns[slot] = s
+	}
+	c.mu.Unlock()
+	close(ended)
+	if err == nil || !sessionRefused(err) {
+		return s, err
+	}
+	// A server that allows fewer sessions than connections (its
+	// MaxSessions) refuses the extra one: share a live session, once the
+	// sessions being opened meanwhile are open.
+	for {
+		c.mu.Lock()
+		shared := c.liveSessionLocked(m)
+		busy := c.dialing > 0
+		ended := c.dialEnded
+		c.mu.Unlock()
+		if shared != nil {
 			c.logger.Debug("the server refused another SFTP session; sharing one", "err", err)
 			return shared, nil
 		}
-		return nil, err
+		if !busy {
+			return nil, err
+		}
+		select {
+		case <-ended:
+		case <-ctx.Done():
+			return nil, err
+		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		go s.close()
-		return nil, &Error{Class: ClassCanceled, Message: "the client is closed", ExitCode: -1}
-	}
-	c.conns[slot] = s
-	return s, nil
 }
 
-// liveSession is any live SFTP session of the client, or nil.
-func (c *Client) liveSession() *sftpConn {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// liveSessionLocked is any live SFTP session of the client through m, or
+// nil. Called with c.mu.
+func (c *Client) liveSessionLocked(m *master) *sftpConn {
 	for _, s := range c.conns {
-		if s != nil && s.alive() {
+		if s != nil && s.alive() && s.master == m {
 			return s
 		}
 	}
@@ -474,7 +525,7 @@ func startMaster(c *Client, sock string) *master {
 			target:       &c.t,
 			scrub:        c.scrub,
 			logger:       c.logger,
-			onLogin: func() { once.Do(func() { close(authenticated) }) },
+			onLogin:      func() { once.Do(func() { close(authenticated) }) },
 			onLine: func(line string) {
 				if c.opts.OnConnectionLine != nil {
 					c.opts.OnConnectionLine(line)
@@ -529,6 +580,26 @@ func (m *master) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return &Error{Class: ClassCanceled, Message: "stopped while connecting", ExitCode: -1}
 	}
+}
+
+// serves reports whether the master still accepts clients on its socket.
+func (m *master) serves() bool {
+	if !m.alive() {
+		return false
+	}
+	conn, err := net.DialTimeout("unix", m.sock, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
+// retire ends a master that no longer serves and waits for it, leaving its
+// socket path to the next master (which removes what is left there).
+func (m *master) retire() {
+	m.cancel()
+	<-m.done
 }
 
 func (m *master) alive() bool {

@@ -150,18 +150,12 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 	if err != nil {
 		return failAll(results, err)
 	}
-	sock, m, err := c.connection(ctx)
+	s, m, err := c.open(ctx, slot)
 	if err != nil {
 		release()
 		return failAll(results, err)
 	}
-	u := &uploadRun{c: c, m: m, items: items, res: results, obs: obs}
-	s, err := c.session(ctx, slot, sock)
-	if err != nil {
-		release()
-		return failAll(results, err)
-	}
-	u.s = s
+	u := &uploadRun{c: c, m: m, s: s, items: items, res: results, obs: obs}
 	s.sink.Store(&u.lineSink)
 	u.run(ctx, todo)
 	s.sink.Store(nil)

@@ -98,9 +98,15 @@ func TestNoLeaks(t *testing.T) {
 			id := fmt.Sprintf("L%03d", seq)
 			p := filepath.Join(local, id)
 			if err := os.WriteFile(p, content(id, size), 0o644); err != nil {
-				t.Fatal(err)
+				t.Error(err)
+				continue
 			}
-			out = append(out, Item{ID: id, Local: p, RemoteDir: remote, Rel: "d/" + id, Size: int64(size)})
+			f, err := os.Open(p)
+			if err != nil {
+				t.Error(err)
+				continue
+			}
+			out = append(out, Item{ID: id, File: f, Local: p, RemoteDir: remote, Rel: "d/" + id, Size: int64(size)})
 		}
 		return out
 	}
@@ -127,8 +133,16 @@ func TestNoLeaks(t *testing.T) {
 			seqMu.Unlock()
 		}
 	}
+	// The caller owns the items' descriptors: closed once Upload returns,
+	// so that only the engine's own could be left.
+	closeAll := func(batch []Item) {
+		for _, it := range batch {
+			it.File.Close()
+		}
+	}
 	ctx := context.Background()
 	run := func(c *Client, batch []Item) []Result {
+		defer closeAll(batch)
 		cctx, cancel := context.WithTimeout(ctx, uploadDeadline)
 		defer cancel()
 		res := c.Upload(cctx, batch, Observer{})
@@ -137,9 +151,10 @@ func TestNoLeaks(t *testing.T) {
 	}
 
 	var wg sync.WaitGroup
-	// Successes through a shared connection, sequential and parallel, and
-	// without one; auth failures with and without; refused connections;
-	// host-key probes; a bad name.
+	// Successes through clients with a control folder of their own and
+	// without (the client makes one), sequential and parallel; auth
+	// failures with and without; refused connections; host-key probes; a
+	// name that is not a relative path.
 	shared := newClient(t, pwTarget, Options{Atomic: true, ControlDir: controlDir(t)})
 	direct := newClient(t, pwTarget, Options{Atomic: true})
 	wrong := pwTarget
@@ -166,7 +181,7 @@ func TestNoLeaks(t *testing.T) {
 		}
 	}
 	bad := items(1, 10)
-	bad[0].Rel = "new\nline"
+	bad[0].Rel = "../escape"
 	wg.Go(func() { run(shared, bad) })
 	wg.Wait()
 
@@ -198,7 +213,9 @@ func TestNoLeaks(t *testing.T) {
 				cctx, cancel := context.WithCancel(ctx)
 				defer cancel()
 				obs := Observer{Begin: func(string) { time.AfterFunc(200*time.Millisecond, cancel) }}
-				count(c.Upload(cctx, items(1, 4<<20), obs))
+				batch := items(1, 4<<20)
+				defer closeAll(batch)
+				count(c.Upload(cctx, batch, obs))
 			})
 		}
 		wg.Wait()
@@ -254,15 +271,28 @@ func TestNoLeaks(t *testing.T) {
 	}
 }
 
-// Cancelling an Upload kills the client's whole process group at once.
+// sessionProcs lists the SFTP sessions' ssh processes that talk to port:
+// `ssh … -s -- host sftp`, through the shared connection.
+func sessionProcs(port int) []proc {
+	var out []proc
+	for _, p := range clientsFor(port) {
+		if p.comm == "ssh" && slicesContain(p.cmdline, "-s") && slicesContain(p.cmdline, "sftp") && p.state != "Z" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Cancelling an Upload kills its SFTP session's whole process group at once:
+// nothing of it remains, and the upload returns promptly.
 func TestCancelKillsProcessGroup(t *testing.T) {
 	t.Parallel()
 	acct, key := keyAccount(t)
 	srv, tg := startSFTPD(t, acct, sftpd.Config{Faults: sftpd.Faults{WriteDelay: 2 * time.Second}})
 	tg.Identity = key
-	for _, shared := range []bool{false, true} {
+	for _, ownDir := range []bool{false, true} {
 		opts := Options{Atomic: true}
-		if shared {
+		if !ownDir {
 			opts.ControlDir = controlDir(t)
 		}
 		c := newClient(t, tg, opts)
@@ -270,16 +300,16 @@ func TestCancelKillsProcessGroup(t *testing.T) {
 		items := []Item{localItem(t, "cx", "cx.bin", content("cx", 8<<20), remote, "cx.bin")}
 		ctx, cancel := context.WithCancel(context.Background())
 		var group []proc
+		var leaders []proc
 		var canceledAt time.Time
 		obs := Observer{Begin: func(string) {
-			// The sftp of this upload and the ssh it started share a
-			// process group of their own.
-			for _, p := range clientsFor(srv.Port()) {
-				if p.comm == "sftp" {
-					for _, q := range procs() {
-						if q.pgid == p.pid {
-							group = append(group, q)
-						}
+			// The session's ssh leads a process group of its own
+			// (Setsid): everything in it goes with the cancel.
+			leaders = sessionProcs(srv.Port())
+			for _, p := range leaders {
+				for _, q := range procs() {
+					if q.pgid == p.pid {
+						group = append(group, q)
 					}
 				}
 			}
@@ -289,19 +319,30 @@ func TestCancelKillsProcessGroup(t *testing.T) {
 		res := c.Upload(ctx, items, obs)
 		returned := time.Since(canceledAt)
 		cancel()
-		t.Logf("shared=%v returned after %s", shared, returned)
+		var pids []int
+		for _, p := range group {
+			pids = append(pids, p.pid)
+		}
+		t.Logf("ownDir=%v returned after %s; session process group %v", ownDir, returned, pids)
 		wantClass(t, res[0].Err, ClassCanceled)
 		if returned > 2*time.Second {
-			t.Errorf("shared=%v: Upload returned %s after the cancel", shared, returned)
+			t.Errorf("ownDir=%v: Upload returned %s after the cancel", ownDir, returned)
 		}
-		if len(group) < 1 || (!shared && len(group) < 2) {
-			t.Fatalf("shared=%v: process group %+v: want sftp and its ssh", shared, group)
+		if len(leaders) != 1 {
+			t.Fatalf("ownDir=%v: SFTP session processes %+v: want exactly one", ownDir, leaders)
 		}
-		for _, p := range group {
-			if b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/stat"); err == nil {
-				t.Errorf("shared=%v: %s (pid %d) of the canceled upload still exists: %s", shared, p.comm, p.pid, b)
+		if leaders[0].pgid != leaders[0].pid {
+			t.Errorf("ownDir=%v: the session's ssh (pid %d) is in process group %d, not its own", ownDir, leaders[0].pid, leaders[0].pgid)
+		}
+		// Killed at the cancel; reaped as soon as its exit is read.
+		poll(t, 2*time.Second, "the canceled session's processes to be gone", func() bool {
+			for _, p := range group {
+				if _, err := os.Stat("/proc/" + strconv.Itoa(p.pid)); err == nil {
+					return false
+				}
 			}
-		}
+			return len(sessionProcs(srv.Port())) == 0
+		})
 		wantAbsent(t, items[0].RemotePath())
 	}
 }

@@ -81,6 +81,8 @@ func masterDown(t *testing.T, c *Client) {
 	})
 }
 
+// One login serves every upload, and SFTP sessions are long-lived: many
+// uploads, sequential and parallel, open at most Connections of them.
 func TestConnectionReuseBuiltinServer(t *testing.T) {
 	t.Parallel()
 	srv, tg := startSFTPD(t, sftpd.Account{Password: testPassword}, sftpd.Config{})
@@ -94,22 +96,28 @@ func TestConnectionReuseBuiltinServer(t *testing.T) {
 		return []Item{localItem(t, id, id+".txt", content(id, 5000), remote, id+".txt")}
 	}
 
-	for range 3 {
+	const sequential, parallel = 10, 12
+	for range sequential {
 		items := next()
 		wantDelivered(t, items, upload(t, c, items, Observer{}))
 	}
 	var wg sync.WaitGroup
-	for range 4 {
+	for range parallel {
 		items := next()
 		wg.Go(func() { wantDelivered(t, items, upload(t, c, items, Observer{})) })
 	}
 	wg.Wait()
 	st := srv.Stats()
-	if st.Logins != 1 || st.AuthAttempts["password"] != 1 || st.Sessions != 7 {
-		t.Fatalf("7 uploads: %d logins, %d password attempts, %d sessions; want 1, 1, 7", st.Logins, st.AuthAttempts["password"], st.Sessions)
+	t.Logf("%d uploads: %d logins, %d password attempts, %d SFTP sessions (connections = %d)", sequential+parallel, st.Logins, st.AuthAttempts["password"], st.Sessions, tg.Connections)
+	if st.Logins != 1 || st.AuthAttempts["password"] != 1 || st.Connections != 1 {
+		t.Fatalf("%d uploads: %d logins, %d password attempts, %d TCP connections; want 1, 1, 1", sequential+parallel, st.Logins, st.AuthAttempts["password"], st.Connections)
+	}
+	if st.Sessions < 1 || st.Sessions > tg.Connections {
+		t.Fatalf("%d uploads opened %d SFTP sessions; want 1 to %d (connections)", sequential+parallel, st.Sessions, tg.Connections)
 	}
 
-	// The shared connection dies: the next upload starts a new one.
+	// The shared connection dies: the next upload starts a new one, with
+	// one new login, and new sessions through it.
 	ms := masters(dir)
 	if len(ms) != 1 {
 		t.Fatalf("%d shared connections running, want 1: %+v", len(ms), ms)
@@ -118,22 +126,97 @@ func TestConnectionReuseBuiltinServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	masterDown(t, c)
-	items := next()
-	wantDelivered(t, items, upload(t, c, items, Observer{}))
+	before := srv.Stats().Sessions
+	for range 3 {
+		items := next()
+		wantDelivered(t, items, upload(t, c, items, Observer{}))
+	}
 	again := masters(dir)
 	if len(again) != 1 || again[0].pid == ms[0].pid {
 		t.Errorf("after the kill: shared connections %+v, want one new one", again)
 	}
-	items = next()
-	wantDelivered(t, items, upload(t, c, items, Observer{}))
-	if st := srv.Stats(); st.Logins != 2 || st.AuthAttempts["password"] != 2 {
-		t.Errorf("after a restart and 2 uploads: %d logins, %d password attempts; want 2, 2", st.Logins, st.AuthAttempts["password"])
+	st = srv.Stats()
+	if st.Logins != 2 || st.AuthAttempts["password"] != 2 || st.AuthFailures["password"] != 0 {
+		t.Errorf("after a restart and 3 uploads: %d logins, %d password attempts (%d failed); want 2, 2 (0)", st.Logins, st.AuthAttempts["password"], st.AuthFailures["password"])
+	}
+	if d := st.Sessions - before; d < 1 || d > tg.Connections {
+		t.Errorf("after the restart 3 uploads opened %d SFTP sessions; want 1 to %d", d, tg.Connections)
 	}
 
-	// Close stops the shared connection.
+	// Close stops the shared connection and its sessions.
 	c.Close()
-	poll(t, 10*time.Second, "the shared connection to stop", func() bool { return len(masters(dir)) == 0 })
+	poll(t, 10*time.Second, "the shared connection and its sessions to stop", func() bool {
+		return len(masters(dir)) == 0 && len(sessionProcs(srv.Port())) == 0
+	})
 	c.Close() // idempotent
+}
+
+// A password target whose shared connection died: the next upload never
+// types the password into an SFTP session (their ssh runs with BatchMode=yes
+// and ProxyCommand=/bin/false, through the shared connection only). It
+// starts a new shared connection, which logs in once, or fails cleanly; the
+// one after it is delivered.
+func TestSessionsNeverPromptAfterTheMasterDied(t *testing.T) {
+	t.Parallel()
+	srv, tg := startSFTPD(t, sftpd.Account{Password: testPassword}, sftpd.Config{})
+	dir := controlDir(t)
+	rec := &recorder{}
+	c := newClient(t, tg, Options{Atomic: true, ControlDir: dir, OnConnectionLine: rec.connectionLine})
+	remote := t.TempDir()
+	n := 0
+	next := func() []Item {
+		n++
+		id := fmt.Sprintf("k%d", n)
+		return []Item{localItem(t, id, id+".txt", content(id, 3000), remote, id+".txt")}
+	}
+	items := next()
+	wantDelivered(t, items, upload(t, c, items, Observer{}))
+	for _, p := range sessionProcs(srv.Port()) {
+		if !slicesContain(p.cmdline, "BatchMode=yes") || !slicesContain(p.cmdline, "ProxyCommand=/bin/false") {
+			t.Errorf("session ssh %q lacks BatchMode=yes or ProxyCommand=/bin/false", p.args())
+		}
+	}
+
+	for round := range 3 {
+		ms := masters(dir)
+		if len(ms) != 1 {
+			t.Fatalf("round %d: %d shared connections running, want 1: %+v", round, len(ms), ms)
+		}
+		before := srv.Stats()
+		// No waiting for the client to notice: the upload may find the
+		// dead master's session still running.
+		if err := syscall.Kill(ms[0].pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		items := next()
+		res := upload(t, c, items, Observer{})
+		if res[0].Err != nil {
+			cl := ClassOf(res[0].Err)
+			t.Logf("round %d: the upload right after the kill failed: %v", round, res[0].Err)
+			if cl != ClassLostConnection {
+				t.Errorf("round %d: class %s, want a lost connection: %v", round, cl, res[0].Err)
+			}
+			wantAbsent(t, items[0].RemotePath())
+		} else {
+			wantRemote(t, items[0])
+		}
+		items = next()
+		wantDelivered(t, items, upload(t, c, items, Observer{}))
+		st := srv.Stats()
+		logins := st.Logins - before.Logins
+		attempts := st.AuthAttempts["password"] - before.AuthAttempts["password"]
+		conns := st.Connections - before.Connections
+		if logins != 1 || attempts != 1 || conns != 1 || st.AuthFailures["password"] != 0 {
+			t.Errorf("round %d: %d new logins, %d password attempts, %d TCP connections, %d failed passwords; want 1, 1, 1, 0", round, logins, attempts, conns, st.AuthFailures["password"])
+		}
+		wantNoTempFiles(t, remote)
+	}
+	if rec.contains(testPassword) {
+		t.Error("the password was published")
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", rec.text())
+	}
 }
 
 func TestConnectionReuseRealSSHD(t *testing.T) {
@@ -157,47 +240,69 @@ func TestConnectionReuseRealSSHD(t *testing.T) {
 	}
 }
 
-// Connections bounds the target's parallel transfers.
+// Connections bounds the target's parallel transfers: with connections = 1,
+// the server sees one file at a time: no upload opens its file before the one
+// before it was renamed into place.
 func TestConnectionsBoundsParallelUploads(t *testing.T) {
 	t.Parallel()
 	acct, key := keyAccount(t)
-	_, tg := startSFTPD(t, acct, sftpd.Config{Faults: sftpd.Faults{WriteDelay: 400 * time.Millisecond}})
+	srv, tg := startSFTPD(t, acct, sftpd.Config{Faults: sftpd.Faults{WriteDelay: 400 * time.Millisecond}})
 	tg.Identity = key
 	tg.Connections = 1
 	c := newClient(t, tg, Options{Atomic: true, ControlDir: controlDir(t)})
 	remote := t.TempDir()
-	type span struct{ begin, end time.Time }
-	spans := make([]span, 3)
+	items := make([][]Item, 3)
+	var mu sync.Mutex
+	var order []string // "begin ID"
 	var wg sync.WaitGroup
-	for i := range spans {
+	for i := range items {
 		id := fmt.Sprintf("p%d", i)
-		items := []Item{localItem(t, id, id+".bin", content(id, 256<<10), remote, id+".bin")}
+		items[i] = []Item{localItem(t, id, id+".bin", content(id, 256<<10), remote, id+".bin")}
 		wg.Go(func() {
-			obs := Observer{Begin: func(string) { spans[i].begin = time.Now() }}
-			wantDelivered(t, items, upload(t, c, items, obs))
-			spans[i].end = time.Now()
+			obs := Observer{Begin: func(id string) {
+				mu.Lock()
+				order = append(order, "begin "+id)
+				mu.Unlock()
+			}}
+			wantDelivered(t, items[i], upload(t, c, items[i], obs))
 		})
 	}
 	wg.Wait()
-	for i := range spans {
-		for j := range spans {
-			if i != j && spans[i].begin.Before(spans[j].begin) && spans[j].begin.Before(spans[i].end) {
-				t.Errorf("upload %d began while upload %d was running", j, i)
+	// The server's operation log: between a temporary file's open and its
+	// rename, no other file is opened.
+	var open string
+	for _, op := range srv.Ops() {
+		switch op.Kind {
+		case sftpd.OpOpen:
+			if open != "" {
+				t.Errorf("%s was opened while %s was being delivered", op.Path, open)
 			}
+			open = op.Path
+		case sftpd.OpRename, sftpd.OpPosixRename:
+			if op.Path != open {
+				t.Errorf("rename of %s while %s was open", op.Path, open)
+			}
+			open = ""
 		}
+	}
+	if n := srv.Stats().Renames + srv.Stats().PosixRenames; n != len(items) {
+		t.Errorf("%d renames, want %d", n, len(items))
+	}
+	if len(order) != len(items) {
+		t.Errorf("begins %v", order)
 	}
 }
 
-// A client the shared connection cannot serve (the server allows one session
-// per connection) falls back to a connection of its own, and its password
-// prompt is answered too.
-func TestFallbackConnectionIsAnswered(t *testing.T) {
+// A server that allows one session per connection (MaxSessions 1) with
+// connections = 2: the second upload is refused its own SFTP session and
+// shares the first one. No second login ever happens.
+func TestRefusedSessionSharesTheLiveOne(t *testing.T) {
 	t.Parallel()
-	srv, tg := startSFTPD(t, sftpd.Account{Password: testPassword}, sftpd.Config{MaxSessions: 1, Faults: sftpd.Faults{WriteDelay: time.Second}})
+	srv, tg := startSFTPD(t, sftpd.Account{Password: testPassword}, sftpd.Config{MaxSessions: 1, Faults: sftpd.Faults{WriteDelay: 200 * time.Millisecond}})
 	tg.Connections = 2
-	c := newClient(t, tg, Options{Atomic: true, ControlDir: controlDir(t)})
-	remote := t.TempDir()
 	rec := &recorder{}
+	c := newClient(t, tg, Options{Atomic: true, ControlDir: controlDir(t), OnConnectionLine: rec.connectionLine})
+	remote := t.TempDir()
 	var wg sync.WaitGroup
 	for i := range 2 {
 		id := fmt.Sprintf("fb%d", i)
@@ -205,12 +310,13 @@ func TestFallbackConnectionIsAnswered(t *testing.T) {
 		wg.Go(func() { wantDelivered(t, items, upload(t, c, items, rec.observer())) })
 	}
 	wg.Wait()
-	if !rec.contains("Session open refused by peer") {
-		t.Errorf("no client was refused a session: the test proves nothing\n%s", rec.text())
+	if !rec.contains("Session open refused by peer") && !rec.contains("session request failed") {
+		t.Errorf("no upload was refused a session: the test proves nothing\n%s", rec.text())
 	}
-	if st := srv.Stats(); st.Logins != 2 || st.AuthAttempts["password"] != 2 || st.AuthFailures["password"] != 0 {
-		t.Errorf("stats %+v: want 2 logins (shared and fallback), each with one good password", st)
+	if st := srv.Stats(); st.Logins != 1 || st.AuthAttempts["password"] != 1 || st.AuthFailures["password"] != 0 || st.Connections != 1 || st.Sessions != 1 {
+		t.Errorf("stats %+v: want 1 TCP connection, 1 login with one good password, 1 SFTP session", st)
 	}
+	wantNoTempFiles(t, remote)
 	if rec.contains(testPassword) {
 		t.Error("the password was published")
 	}

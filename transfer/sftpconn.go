@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -28,6 +29,8 @@ const (
 	// openTimeout bounds starting an SFTP session through the shared
 	// connection: the mux request, the subsystem and the version exchange.
 	openTimeout = 30 * time.Second
+	// stderrDrain is how long ssh's stderr is still read after ssh exited.
+	stderrDrain = 250 * time.Millisecond
 )
 
 // sftpConn is one SFTP session of a target: `ssh -s … sftp` through the
@@ -42,6 +45,7 @@ const (
 // fails at once instead of opening a connection of its own.
 type sftpConn struct {
 	cmd    *exec.Cmd
+	master *master // the shared connection it goes through
 	client *sftp.Client
 	done   chan struct{} // closed once ssh has exited and its stderr is drained
 
@@ -79,11 +83,19 @@ func dialSFTP(ctx context.Context, c *Client, sock string, onLine func(string)) 
 	if err != nil {
 		return nil, fmt.Errorf("sftp session: %w", err)
 	}
-	stderr, err := cmd.StderrPipe()
+	// Not StderrPipe: ssh hands its stdin, stdout and stderr to the
+	// master, which keeps them until the channel closes, so EOF on stderr
+	// may come long after ssh exited (or was killed). The pipe is read
+	// until then, or briefly once ssh is gone (see supervise).
+	stderr, stderrW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("sftp session: %w", err)
 	}
-	if err := start(cmd); err != nil {
+	cmd.Stderr = stderrW
+	err = start(cmd)
+	stderrW.Close()
+	if err != nil {
+		stderr.Close()
 		return nil, fmt.Errorf("start %s: %w", c.opts.SSH, err)
 	}
 	s := &sftpConn{cmd: cmd, done: make(chan struct{})}
@@ -146,9 +158,43 @@ func dialSFTP(ctx context.Context, c *Client, sock string, onLine func(string)) 
 	return s, nil
 }
 
-// supervise reads ssh's stderr until it ends, then reaps ssh.
-func (s *sftpConn) supervise(stderr io.Reader, scrub *scrubber, onLine func(string)) {
+// supervise reads ssh's stderr until it ends and reaps ssh. Once ssh has
+// exited, what it wrote is read for at most stderrDrain more: the master may
+// hold the other end of the pipe open for as long as the channel lasts.
+func (s *sftpConn) supervise(stderr *os.File, scrub *scrubber, onLine func(string)) {
 	defer close(s.done)
+	defer stderr.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		s.readLines(stderr, scrub, onLine)
+	}()
+	var err error
+	select {
+	case err = <-exited:
+		_ = stderr.SetReadDeadline(time.Now().Add(stderrDrain))
+		<-read
+	case <-read:
+		err = <-exited
+	}
+	s.mu.Lock()
+	s.exit = exitCode(err)
+	s.mu.Unlock()
+	// Whatever is left of its group goes with it.
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	s.mu.Lock()
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		_ = cl.Close()
+	}
+}
+
+// readLines records and passes on ssh's stderr lines until the pipe ends or
+// its read deadline passes.
+func (s *sftpConn) readLines(stderr io.Reader, scrub *scrubber, onLine func(string)) {
 	sc := bufio.NewScanner(stderr)
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	for sc.Scan() {
@@ -168,18 +214,6 @@ func (s *sftpConn) supervise(stderr io.Reader, scrub *scrubber, onLine func(stri
 		} else if onLine != nil {
 			onLine(l)
 		}
-	}
-	err := s.cmd.Wait()
-	s.mu.Lock()
-	s.exit = exitCode(err)
-	s.mu.Unlock()
-	// Whatever is left of its group goes with it.
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	s.mu.Lock()
-	cl := s.client
-	s.mu.Unlock()
-	if cl != nil {
-		_ = cl.Close()
 	}
 }
 
@@ -282,6 +316,8 @@ func isConnErr(err error) bool {
 	if errors.As(err, &se) {
 		return se.Code == 6 || se.Code == 7 // SSH_FX_NO_CONNECTION, SSH_FX_CONNECTION_LOST
 	}
+	// os.ErrClosed: ssh exited and its pipes were closed as it was reaped.
 	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe)
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.ErrClosedPipe) ||
+		errors.Is(err, os.ErrClosed)
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -140,6 +141,9 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// A remote_dir that does not exist is the operator's to fix: class
+// remote-path, a message that names remote_dir and the path, not retried,
+// nothing created on the server; Check says the same without sending a file.
 func TestMissingRemoteDir(t *testing.T) {
 	t.Parallel()
 	acct, key := keyAccount(t)
@@ -147,25 +151,29 @@ func TestMissingRemoteDir(t *testing.T) {
 	builtin.Identity = key
 	_, real := startSSHD(t, sshdtest.Options{})
 	for _, tg := range []Target{builtin, real} {
-		missing := filepath.Join(t.TempDir(), "no", "such", "dir")
+		base := t.TempDir()
+		missing := filepath.Join(base, "no", "such", "dir")
 		rec := &recorder{}
 		c := newClient(t, tg, Options{Atomic: true, ControlDir: controlDir(t), OnConnectionLine: rec.connectionLine})
-		items := []Item{localItem(t, "m1", "m.txt", content("m", 10), missing, "m.txt")}
+		items := []Item{localItem(t, "m1", "m.txt", content("m", 10), missing, "sub/m.txt")}
 		res := upload(t, c, items, rec.observer())
-		wantClass(t, res[0].Err, ClassRemotePath, "No such file or directory")
-		wantQuotesClient(t, res[0].Err, rec)
-		if res[0].Err.(*Error).Class.Retryable() {
+		e := wantClass(t, res[0].Err, ClassRemotePath, "remote_dir", strconv.Quote(missing), "does not exist")
+		if e.Class.Retryable() {
 			t.Error("a missing remote_dir must not be retried")
 		}
+		if res[0].Began {
+			t.Error("Began is true: nothing should have been sent")
+		}
+		// Not created, not even in part.
+		wantAbsent(t, filepath.Join(base, "no"))
 		// Check says the same without sending anything.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		rec = &recorder{}
 		c = newClient(t, tg, Options{Atomic: true, OnConnectionLine: rec.connectionLine})
 		err := c.Check(ctx, missing)
-		wantClass(t, err, ClassRemotePath)
-		wantQuotesClient(t, err, rec)
-		if err := c.Check(ctx, filepath.Dir(filepath.Dir(filepath.Dir(missing)))); err != nil {
+		wantClass(t, err, ClassRemotePath, "remote_dir", strconv.Quote(missing))
+		if err := c.Check(ctx, base); err != nil {
 			t.Errorf("%s: Check of an existing folder: %v", tg.Name, err)
 		}
 		if t.Failed() {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,8 +13,11 @@ import (
 )
 
 // Hostile file names against a real sshd with internal-sftp (issue 3 point
-// 7): each arrives byte-identical under exactly its name, nothing is
-// executed, and a name sftp cannot express is rejected without being sent.
+// 7): every byte a Linux file name may hold (all but NUL and "/"), line
+// breaks included, arrives byte-exact under exactly its name with
+// byte-identical content, nothing is executed, and a path that is not a
+// clean relative path (it would leave remote_dir, or no server can hold it)
+// is refused without being sent, alone.
 
 // hostileNames returns the names to send; payloads would create the files
 // named by canaries (relative to whatever folder a shell ran them in).
@@ -50,6 +54,12 @@ func hostileNames(tag string) (names, canaries []string) {
 		"ünïcødé-日本.txt",
 		"#hash ~tilde {brace} !bang %pct",
 		"tab\there.txt",
+		"new\nline.txt",
+		"carriage\rreturn.txt",
+		"crlf\r\n",
+		"\n",
+		"\nleading newline",
+		"x.txt\n; touch " + c(8) + "\n",
 		"ctl\x01\x1b[31mred\x7f.txt",
 		"latin1-\xe9t\xe9.txt",            // not UTF-8
 		strings.Repeat("n", 251) + ".txt", // 255 bytes
@@ -92,7 +102,12 @@ func TestHostileFileNamesRealSSHD(t *testing.T) {
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		return Item{ID: fmt.Sprintf("n%02d", i), Local: p, RemoteDir: remoteDir, Rel: name, Size: int64(len(data))}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return Item{ID: fmt.Sprintf("n%02d", i), File: f, Local: p, RemoteDir: remoteDir, Rel: name, Size: int64(len(data))}
 	}
 	// wantExactly fails unless dir holds exactly the items' names.
 	wantExactly := func(t *testing.T, dir string, items []Item) {
@@ -172,30 +187,67 @@ func TestHostileFileNamesRealSSHD(t *testing.T) {
 		wantExactly(t, dir, items)
 	})
 
-	t.Run("line breaks are rejected alone", func(t *testing.T) {
+	t.Run("line breaks in folder names", func(t *testing.T) {
 		remote := t.TempDir()
 		items := []Item{
-			item(0, "before.txt", remote),
-			item(1, "new\nline.txt", remote),
-			item(2, "carriage\rreturn.txt", remote),
-			{ID: "n03", Local: filepath.Join(local, "x.txt"), RemoteDir: remote, Rel: "sub/dir\nname/x.txt"},
-			item(4, "after.txt", remote),
+			item(0, "x.txt", remote),
+			item(1, "y\n.txt", remote),
 		}
-		rec := &recorder{}
-		res := upload(t, c, items, rec.observer())
-		for _, i := range []int{1, 2, 3} {
-			wantClass(t, res[i].Err, ClassBadName, "line break")
+		items[0].Rel = "sub/dir\nname/x\r\n.txt"
+		items[1].Rel = "\n/\r/y\n.txt"
+		res := upload(t, c, items, Observer{})
+		wantDelivered(t, items, res)
+		wantNoTempFiles(t, remote)
+	})
+
+	t.Run("paths that are not clean relative paths are refused alone", func(t *testing.T) {
+		parent := t.TempDir()
+		remote := filepath.Join(parent, "in")
+		if err := os.Mkdir(remote, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		abs := filepath.Join(parent, "abs-"+tag+".txt")
+		refused := []string{
+			"../escape-" + tag + ".txt",
+			"sub/../../escape2-" + tag + ".txt",
+			abs,
+			"./dot.txt",
+			"a//b.txt",
+			"trailing/",
+			"",
+			".",
+			"..",
+			"nul\x00byte.txt",
+			strings.Repeat("l", 256), // one byte more than a name may hold
+		}
+		items := []Item{item(0, "before.txt", remote)}
+		for i, rel := range refused {
+			it := item(i+1, fmt.Sprintf("refused%d.txt", i), remote)
+			it.Rel = rel
+			items = append(items, it)
+		}
+		items = append(items, item(len(items), "after.txt", remote))
+		res := upload(t, c, items, Observer{})
+		last := len(items) - 1
+		for i := 1; i < last; i++ {
+			wantClass(t, res[i].Err, ClassBadName, strconv.Quote(items[i].Rel))
 			if res[i].Began {
 				t.Errorf("%q: Began", items[i].Rel)
 			}
 		}
-		wantDelivered(t, []Item{items[0], items[4]}, []Result{res[0], res[4]})
-		wantExactly(t, remote, []Item{items[0], items[4]})
-		for _, l := range strings.Split(rec.text(), "\n") {
-			if strings.Contains(l, "line.txt") || strings.Contains(l, "return.txt") {
-				t.Errorf("a rejected name reached sftp: %q", l)
+		wantDelivered(t, []Item{items[0], items[last]}, []Result{res[0], res[last]})
+		wantExactly(t, remote, []Item{items[0], items[last]})
+		// Nothing landed outside remote_dir either.
+		entries, err := os.ReadDir(parent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() != "in" {
+				t.Errorf("%q appeared next to remote_dir", e.Name())
 			}
 		}
+		wantAbsent(t, abs)
 	})
 
 	// Nothing was executed anywhere a shell could have run the payloads.

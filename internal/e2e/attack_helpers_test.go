@@ -2,9 +2,8 @@ package e2e
 
 // Helpers of the attack tests (issue 17 point 7): whoever can write into a
 // watch folder is untrusted, and these tests do what such a writer would.
-// They are built only with -tags attack until the product passes them:
 //
-//	DROPSHIP_REQUIRE_SSHD=1 go test -race -tags attack -run TestAttack -v ./internal/e2e/
+//	DROPSHIP_REQUIRE_SSHD=1 go test -race -run TestAttack -v ./internal/e2e/
 
 import (
 	"bytes"

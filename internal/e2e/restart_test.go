@@ -161,3 +161,34 @@ func TestRetryRespectsTheLoginBackoff(t *testing.T) {
 	}
 	_ = os.Remove(e.cfg)
 }
+
+// Failed for good means failed once (issue 12 point 5): after retry_max a
+// file gets one failed event; the probes of its target that follow, and fail
+// the same way, publish nothing more for it.
+func TestFailedForGoodIsFailedOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.externalNATS()
+	e.target("down", "127.0.0.1", freePort(t), "alice").
+		set("host_key", "accept-new").
+		set("retry_max", 3)
+	e.watchFor("down")
+	e.writeConf()
+	c := collect(t, n.url())
+	startAgent(t, e.cfg)
+	p := filepath.Join(e.watch, "x.txt")
+	writeFile(t, p, []byte("x"))
+	eventually(t, 20*time.Second, "the file failed for good", func() bool {
+		return len(forFile(t, c.ofType(events.TypeTransferFailed), p)) > 0
+	})
+	// Probes run every second (retry_backoff_max): give them time.
+	never(t, 4*time.Second, "another failed or started event for the file", func() bool {
+		return len(forFile(t, c.ofType(events.TypeTransferFailed), p)) > 1 ||
+			len(forFile(t, c.ofType(events.TypeTransferStarted), p)) > 3
+	})
+	failed := forFile(t, c.ofType(events.TypeTransferFailed), p)
+	d := failed[0].transfer(t)
+	if d.Attempt != 3 || d.Error == nil || d.Error.Class != "connect-refused" || strings.HasPrefix(d.Error.Message, "connect-refused:") {
+		t.Errorf("failed event: attempt %d, error %+v; want attempt 3, class connect-refused once", d.Attempt, d.Error)
+	}
+}

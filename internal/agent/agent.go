@@ -200,7 +200,10 @@ loop:
 // stops them (they stay queued), and stops every service.
 func (a *Agent) shutdown() {
 	a.notify("STOPPING=1")
-	a.logger.Info("stopping: no new transfers; waiting for running ones", "grace", a.cfg.Agent.ShutdownGrace)
+	a.mu.Lock()
+	grace := a.cfg.Agent.ShutdownGrace
+	a.mu.Unlock()
+	a.logger.Info("stopping: no new transfers; waiting for running ones", "grace", grace)
 	a.emitAgent(events.AgentStopping, "stopping", nil)
 	if a.ctl != nil {
 		a.ctl.close()
@@ -218,7 +221,7 @@ func (a *Agent) shutdown() {
 	go func() { a.workers.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(a.cfg.Agent.ShutdownGrace):
+	case <-time.After(grace):
 		a.logger.Warn("shutdown grace over: stopping running transfers; they stay queued")
 		a.cancelSend()
 		<-done

@@ -251,8 +251,12 @@ func (a *Agent) Retry(r RetryRequest) RetryResponse {
 		}
 	}
 	slices.SortFunc(ops, func(x, y journal.Op) int { return x.Put.QueuedAt.Compare(y.Put.QueuedAt) })
+	if len(ops) > 0 {
+		// Before a worker can take them (see intakeLoop).
+		a.writer.add(ops...)
+	}
 	a.mu.Unlock()
-	a.commit(ops...)
+	a.writer.flush()
 	if len(ops) > 0 {
 		a.logger.Info("queued again on request", "files", len(ops))
 	}

@@ -87,7 +87,10 @@ func (a *Agent) emitAgent(state events.AgentState, msg string, cause error) {
 	if cause != nil {
 		d.Error = cause.Error()
 	}
-	ev, err := events.NewAgent(a.subj, state, d)
+	a.mu.Lock()
+	subj := a.subj
+	a.mu.Unlock()
+	ev, err := events.NewAgent(subj, state, d)
 	if err != nil {
 		a.logger.Error("cannot build an agent event; this is a bug", "err", err)
 		return

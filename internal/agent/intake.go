@@ -103,8 +103,14 @@ func (a *Agent) intakeLoop() {
 				ops = append(ops, *op)
 			}
 		}
+		// Added while a.mu is held: a worker may take a file as soon
+		// as the lock is released, and its started event must come
+		// after the queued one.
+		if len(ops) > 0 {
+			a.writer.add(ops...)
+		}
 		a.mu.Unlock()
-		a.commit(ops...)
+		a.writer.flush()
 	}
 }
 

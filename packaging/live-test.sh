@@ -174,7 +174,8 @@ prop() { c systemctl show -P "$1" dropship.service; }
 cursor() { c journalctl -q -n 0 --show-cursor 2>/dev/null | sed -n 's/^-- cursor: //p'; }
 # log_since CURSOR: the unit's journal after CURSOR, message only.
 log_since() { c journalctl -q --no-pager -u dropship.service --after-cursor="$1" -o cat; }
-log_has() { log_since "$1" | grep -q -- "$2"; }
+# (grep reads it all: an early exit would SIGPIPE journalctl, and pipefail would call it a miss.)
+log_has() { log_since "$1" | grep -- "$2" >/dev/null; }
 # sftp_renames NAME: how many times sftp-server renamed a file to .../NAME (a completed delivery).
 sftp_renames() { c journalctl -q --no-pager -t sftp-server -o cat | grep -cE "rename old \".*\" new \".*/$1\"" || true; }
 # delivered_log NAME: "delivered" lines of the agent for NAME.

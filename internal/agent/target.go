@@ -177,11 +177,16 @@ func (a *Agent) pick(t *target) (batch []*journal.Record, wait time.Duration, st
 		batch = append(batch, rec)
 		bytes += rec.Size
 	}
+	taken := make(map[string]bool, len(batch))
 	for _, rec := range batch {
 		a.sending[rec.Key] = true
 		delete(t.queued, rec.Key)
+		taken[rec.Key] = true
 	}
-	t.queue = slices.DeleteFunc(t.queue, func(k string) bool { return a.sending[k] })
+	// Only what this batch took leaves the queue: a key queued again
+	// while its earlier version is still being sent stays, to be taken
+	// once that upload is over.
+	t.queue = slices.DeleteFunc(t.queue, func(k string) bool { return taken[k] })
 	t.running++
 	t.probing = probe
 	return batch, 0, false

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,9 +35,10 @@ const (
 // agent, and every folder, all below one temporary folder on the same file
 // system.
 type world struct {
-	t   *testing.T
-	srv *sshdtest.Server
-	bin string // the dropship binary
+	t    *testing.T
+	srv  *sshdtest.Server
+	port int    // the port every client dials: sshd's, or the WAN benchmark's proxy in front of it
+	bin  string // the dropship binary
 
 	dir     string // everything below lives here
 	data    string // source files for the baselines and for hard links
@@ -58,11 +60,20 @@ const remoteEnv = "DROPSHIP_BENCH_REMOTE"
 
 // newWorld builds dropship, starts sshd and prepares the folders and the
 // agent's configuration; it does not start the agent.
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldVia(t, nil) }
+
+// newWorldVia is newWorld with something in front of sshd: front, if not
+// nil, is called once sshd runs and returns the loopback port the agent and
+// every baseline dial instead of sshd's (the WAN benchmark's proxy).
+func newWorldVia(t *testing.T, front func(srv *sshdtest.Server) int) *world {
 	t.Helper()
 	w := &world{t: t, dir: t.TempDir()}
 	w.checkLeaks()
 	w.srv = sshdtest.Start(t, sshdtest.Options{MaxSessions: 64})
+	w.port = w.srv.Port
+	if front != nil {
+		w.port = front(w.srv)
+	}
 	w.data = w.mkdir("data")
 	w.stage = w.mkdir("stage")
 	w.watch = w.mkdir("drop")
@@ -85,7 +96,7 @@ func newWorld(t *testing.T) *world {
 	}
 	w.state = filepath.Join(w.dir, "state")
 	w.kh = filepath.Join(w.dir, "known_hosts")
-	w.srv.WriteKnownHosts(t, w.kh)
+	w.writeKnownHosts()
 	w.bin = filepath.Join(w.dir, "dropship")
 	w.build()
 	w.cfg = filepath.Join(w.dir, "agent.toml")
@@ -102,10 +113,25 @@ func (w *world) mkdir(name string) string {
 	return p
 }
 
+// binEnv names a dropship binary to measure instead of building one from
+// the working tree (say, one built from another commit).
+const binEnv = "DROPSHIP_BENCH_BIN"
+
 // build compiles dropship as `make build` does, but keeps the symbol table
-// so that perf can name functions.
+// so that perf can name functions. With DROPSHIP_BENCH_BIN it copies that
+// binary instead.
 func (w *world) build() {
 	w.t.Helper()
+	if p := os.Getenv(binEnv); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			w.t.Fatalf("%s: %v", binEnv, err)
+		}
+		if err := os.WriteFile(w.bin, b, 0o755); err != nil {
+			w.t.Fatal(err)
+		}
+		return
+	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		w.t.Fatalf("the go tool is needed to build dropship: %v", err)
@@ -115,6 +141,45 @@ func (w *world) build() {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		w.t.Fatalf("build dropship: %v\n%s", err, out)
 	}
+}
+
+// describeBinary says which dropship is measured.
+func (w *world) describeBinary() string {
+	if p := os.Getenv(binEnv); p != "" {
+		out, _ := exec.Command(w.bin, "version").CombinedOutput()
+		return fmt.Sprintf("dropship from %s=%s (version %q)", binEnv, p, strings.TrimSpace(string(out)))
+	}
+	desc := "unknown"
+	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		desc = strings.TrimSpace(string(out))
+	}
+	return fmt.Sprintf("dropship %s built with %s", desc, runtime.Version())
+}
+
+// writeKnownHosts writes the known_hosts file of every client: sshd's host
+// key under the address the clients dial, [127.0.0.1]:port.
+func (w *world) writeKnownHosts() {
+	w.t.Helper()
+	line := w.srv.KnownHostsLine
+	if w.port != w.srv.Port {
+		var err error
+		if line, err = knownHostsFor(line, w.srv.Port, w.port); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(w.kh, []byte(line+"\n"), 0o600); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// knownHostsFor turns sshd's known_hosts line "[127.0.0.1]:from key" into
+// the same key for port to.
+func knownHostsFor(line string, from, to int) (string, error) {
+	prefix := fmt.Sprintf("[127.0.0.1]:%d ", from)
+	if !strings.HasPrefix(line, prefix) {
+		return "", fmt.Errorf("sshd's known_hosts line %q does not start with %q", line, prefix)
+	}
+	return fmt.Sprintf("[127.0.0.1]:%d %s", to, strings.TrimPrefix(line, prefix)), nil
 }
 
 // writeConfig writes the agent's configuration: defaults everywhere except
@@ -144,7 +209,7 @@ ssh_options = [%s]
 [[watch]]
 path = %s
 target = %s
-`, q(agentName), q(w.state), q(targetName), q(w.srv.Host), w.srv.Port, q(w.srv.User), q(w.srv.ClientKey),
+`, q(agentName), q(w.state), q(targetName), q(w.srv.Host), w.port, q(w.srv.User), q(w.srv.ClientKey),
 		q(w.kh), q(w.remote), q("Ciphers="+cipher), q(w.watch), q(targetName))
 	if err := os.WriteFile(w.cfg, []byte(cfg), 0o600); err != nil {
 		w.t.Fatal(err)
@@ -243,6 +308,26 @@ func (w *world) startAgent() {
 	w.events = record(w.t, url)
 }
 
+// restartAgent stops the agent and starts it again from an empty state_dir
+// (no journal, a new embedded NATS server), with nothing left in the watch
+// folder or the remote folder: after a measurement that timed out, the next
+// one must not share the agent with the files still queued.
+func (w *world) restartAgent() {
+	w.t.Helper()
+	if w.agent != nil {
+		w.agent.stop(w.t)
+	}
+	for _, dir := range []string{w.watch, w.remote} {
+		if err := emptyDir(dir); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(w.state); err != nil {
+		w.t.Fatal(err)
+	}
+	w.startAgent()
+}
+
 func (a *agentProc) pid() int { return a.cmd.Process.Pid }
 
 func (a *agentProc) output() string {
@@ -324,7 +409,7 @@ func (w *world) baseOptions() []string {
 func (w *world) startMaster() (sock string, pid int) {
 	w.t.Helper()
 	sock = filepath.Join(w.dir, "mux.sock")
-	args := append([]string{"-p", strconv.Itoa(w.srv.Port), "-M", "-N", "-S", sock, "-o", "ControlPersist=no"}, w.baseOptions()...)
+	args := append([]string{"-p", strconv.Itoa(w.port), "-M", "-N", "-S", sock, "-o", "ControlPersist=no"}, w.baseOptions()...)
 	cmd := exec.Command("ssh", append(args, "--", w.login())...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -365,7 +450,7 @@ func (w *world) sftpCmd(ctx context.Context, control string) *exec.Cmd {
 	if control != "" {
 		opts = w.muxOptions(control)
 	}
-	args := append([]string{"-q", "-P", strconv.Itoa(w.srv.Port)}, opts...)
+	args := append([]string{"-q", "-P", strconv.Itoa(w.port)}, opts...)
 	args = append(args, "-b", "-", "--", w.login())
 	return exec.CommandContext(ctx, "sftp", args...)
 }
@@ -377,14 +462,14 @@ func (w *world) remoteSpec(p string) string { return w.login() + ":" + p }
 
 // sshCmd is `ssh … host command`.
 func (w *world) sshCmd(ctx context.Context, command string) *exec.Cmd {
-	args := append([]string{"-p", strconv.Itoa(w.srv.Port)}, w.sshOptions()...)
+	args := append([]string{"-p", strconv.Itoa(w.port)}, w.sshOptions()...)
 	args = append(args, "--", w.login(), command)
 	return exec.CommandContext(ctx, "ssh", args...)
 }
 
 // scpCmd is `scp -q … files… host:dir/` in the default (SFTP) mode.
 func (w *world) scpCmd(ctx context.Context, dir string, files []string, remoteDir string) *exec.Cmd {
-	args := append([]string{"-q", "-P", strconv.Itoa(w.srv.Port)}, w.sshOptions()...)
+	args := append([]string{"-q", "-P", strconv.Itoa(w.port)}, w.sshOptions()...)
 	args = append(args, "--")
 	args = append(args, files...)
 	args = append(args, w.remoteSpec(remoteDir+"/"))
@@ -608,6 +693,25 @@ func writeRandom(p string, size int64, seed uint64) error {
 		return err
 	}
 	return f.Close()
+}
+
+// copyFile copies src to a new file dst (in the kernel, with
+// copy_file_range, where the file system allows).
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // randomBytes returns n pseudo-random bytes derived from seed.

@@ -79,7 +79,7 @@ bench-wan:
 ## package-live: the packaged service under a real systemd: boots a minimal Debian 12 under
 ## systemd-nspawn (rootfs debootstrapped once, cached in /var/cache/dropship-live) and tests the
 ## .deb's unit live with an sshd as target, then the .rpm with `rpm --root`
-## (packaging/live-test.sh, packaging/NOTES.md). Root; about 6 minutes once cached.
+## (packaging/live-test.sh, packaging/NOTES.md). Root; about 5 minutes fresh, 3 once cached.
 .PHONY: package-live
 package-live:
 	bash packaging/live-test.sh

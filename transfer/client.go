@@ -208,6 +208,35 @@ func (c *Client) Discard(ctx context.Context, items []Item) error {
 	return first
 }
 
+// renamed reports, for each item whose rename was sent without an answer,
+// whether the server did it: its temporary file is gone and its final name
+// is a regular file of its size. Unknown counts as not done.
+func (c *Client) renamed(ctx context.Context, items []Item) ([]bool, error) {
+	done := make([]bool, len(items))
+	release, slot, err := c.acquire(ctx)
+	if err != nil {
+		return done, err
+	}
+	defer release()
+	s, _, err := c.open(ctx, slot)
+	if err != nil {
+		return done, err
+	}
+	for k, it := range items {
+		tmp, final := it.TempPath(), it.RemotePath()
+		if err := s.do(func() error { _, err := s.client.Lstat(tmp); return err }); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		var fi os.FileInfo
+		err := s.do(func() (err error) { fi, err = s.client.Lstat(final); return })
+		done[k] = err == nil && fi.Mode().IsRegular() && fi.Size() == it.Size
+	}
+	if !s.alive() {
+		c.dropSession(slot, s)
+	}
+	return done, nil
+}
+
 // open returns a live SFTP session for slot and the shared connection it goes
 // through, starting either when needed. A shared connection that died
 // without the client noticing yet (its ssh was killed, say) cannot serve a

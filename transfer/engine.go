@@ -169,7 +169,9 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 
 // cleanup removes the temporary files that failed files left because their
 // session ended before it could remove them, in a session of its own (the
-// connection is opened again if it was lost). Not after a refused login or
+// connection is opened again if it was lost). Files whose rename the session
+// ended before answering are looked up first: those the server renamed are
+// delivered. Not after a refused login or
 // host key: that would be one more refused login. A canceled upload (the
 // agent is stopping) does not wait for it: the next attempt of the same
 // transfer writes the same temporary name anew.
@@ -177,20 +179,56 @@ func (u *uploadRun) cleanup(ctx context.Context) {
 	if ctx.Err() != nil || !u.c.opts.Atomic {
 		return
 	}
-	var left []Item
+	var todo []int
 	for i, r := range u.res {
 		if r.Began && r.Err != nil && !u.discarded[i].Load() {
 			if c := ClassOf(r.Err); loginClass(c) || c == ClassCanceled {
 				return
 			}
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, u.c.t.ConnectTimeout+loginSlack)
+	defer cancel()
+	// A rename the session ended before answering may have been done: the
+	// file is then delivered (its temporary name is gone, its final name
+	// holds its size), and is reported so, not sent again.
+	var unsure []Item
+	var unsureIdx []int
+	for _, i := range todo {
+		if u.unsure[i].Load() {
+			unsure = append(unsure, u.items[i])
+			unsureIdx = append(unsureIdx, i)
+		}
+	}
+	delivered := map[int]bool{}
+	if len(unsure) > 0 {
+		done, err := u.c.renamed(cctx, unsure)
+		if err != nil {
+			u.c.logger.Warn("could not learn whether the renames of a lost connection were done; they are sent again", "files", len(unsure), "err", err)
+		}
+		for k, ok := range done {
+			if ok {
+				i := unsureIdx[k]
+				delivered[i] = true
+				u.res[i].Err = nil
+				u.res[i].ExitCode = 0
+				u.res[i].SHA256 = u.sums[i]
+			}
+		}
+	}
+	var left []Item
+	for _, i := range todo {
+		if !delivered[i] {
 			left = append(left, u.items[i])
 		}
 	}
 	if len(left) == 0 {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, u.c.t.ConnectTimeout+loginSlack)
-	defer cancel()
 	if err := u.c.Discard(cctx, left); err != nil {
 		u.c.logger.Warn("could not remove the temporary files of a failed upload; the next attempt overwrites them", "files", len(left), "err", err)
 	}
@@ -228,6 +266,10 @@ type uploadRun struct {
 
 	stopped   atomic.Pointer[Error] // set once no new file may begin
 	discarded []atomic.Bool         // the item's temporary file was removed
+	// unsure marks items whose rename was sent but never answered (the
+	// session ended): the server may have done it. sums holds their sha256.
+	unsure []atomic.Bool
+	sums   []string
 }
 
 func (u *uploadRun) run(ctx context.Context, todo []int) {
@@ -244,6 +286,8 @@ func (u *uploadRun) run(ctx context.Context, todo []int) {
 		u.meter = u.meter || u.items[i].Size >= meterThreshold
 	}
 	u.discarded = make([]atomic.Bool, len(u.items))
+	u.unsure = make([]atomic.Bool, len(u.items))
+	u.sums = make([]string, len(u.items))
 	var total int64
 	for _, i := range todo {
 		total += u.items[i].Size
@@ -416,6 +460,10 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 	}
 	if werr == nil && u.c.opts.Atomic {
 		werr = u.rename(dst, final)
+		if werr != nil && !s.alive() {
+			u.sums[i] = sum
+			u.unsure[i].Store(true)
+		}
 	}
 	if werr != nil {
 		if u.c.opts.Atomic && u.discard(dst) {
@@ -602,7 +650,12 @@ func (u *uploadRun) sessionErr() *Error {
 		select {
 		case <-u.m.done:
 			var te *Error
-			if errors.As(u.m.err, &te) && te.Class != ClassCanceled {
+			switch {
+			case errors.As(u.m.err, &te) && te.Class == ClassUnknown:
+				// It said nothing that tells why (killed, say):
+				// to the files, the connection was lost.
+				return &Error{Class: ClassLostConnection, Message: "the shared connection ended: " + te.Message, ExitCode: te.ExitCode}
+			case te != nil && te.Class != ClassCanceled:
 				return te
 			}
 		case <-time.After(time.Second):

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,4 +362,71 @@ func TestManySmallFilesOverlap(t *testing.T) {
 	if st := srv.Stats(); st.Sessions != 1 {
 		t.Errorf("%d SFTP sessions, want 1", st.Sessions)
 	}
+}
+
+// The shared connection dies while many files are being renamed: the server
+// may have done renames it never answered. Whatever the engine reports is
+// what the server holds: a file reported delivered is under its final name
+// with its content, a file reported failed is not (and is not begun again
+// by a retry that finds it there), and no temporary file is left.
+func TestUnansweredRenames(t *testing.T) {
+	t.Parallel()
+	srv, tg := quirkServer(t, sftpd.Quirks{}, sftpd.Faults{})
+	dir := controlDir(t)
+	c := newClient(t, tg, Options{Atomic: true, ControlDir: dir})
+	renames := func() int { st := srv.Stats(); return st.Renames + st.PosixRenames }
+	// Where the kill lands is up to the scheduler: until it lands among
+	// the renames, again (every attempt checks what the engine reports).
+	for attempt := range 5 {
+		remote := t.TempDir()
+		var items []Item
+		for i := range 200 {
+			id := fmt.Sprintf("u%d-%03d", attempt, i)
+			items = append(items, localItem(t, id, id+".txt", content(id, 100+i), remote, id+".txt"))
+		}
+		// Log in first, so that the kill comes in the middle of the files.
+		warm := []Item{localItem(t, fmt.Sprint("warm", attempt), "warm.txt", content("warm", 10), remote, "warm.txt")}
+		wantDelivered(t, warm, upload(t, c, warm, Observer{}))
+		ms := masters(dir)
+		if len(ms) != 1 {
+			t.Fatalf("shared connections %+v, want 1", ms)
+		}
+		base := renames()
+		killed := make(chan int, 1)
+		go func() {
+			deadline := time.Now().Add(uploadDeadline)
+			for renames() < base+20 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			_ = syscall.Kill(ms[0].pid, syscall.SIGKILL)
+			killed <- renames() - base
+		}()
+		res := upload(t, c, items, Observer{})
+		atKill := <-killed
+		delivered, failed := 0, 0
+		for i, it := range items {
+			if res[i].Err == nil {
+				delivered++
+				wantRemote(t, it)
+				continue
+			}
+			failed++
+			if cl := ClassOf(res[i].Err); cl != ClassLostConnection {
+				t.Errorf("%s: class %s, want lost-connection: %v", it.ID, cl, res[i].Err)
+			}
+			wantAbsent(t, it.RemotePath())
+		}
+		renamed := renames() - base
+		t.Logf("attempt %d: killed after %d renames; %d delivered, %d failed; the server did %d renames", attempt, atKill, delivered, failed, renamed)
+		if renamed != delivered {
+			t.Errorf("the server renamed %d files, the engine reports %d delivered", renamed, delivered)
+		}
+		wantNoTempFiles(t, remote)
+		// The renames the server did after the kill were never
+		// answered: the engine learned of them afterwards.
+		if renamed > atKill || t.Failed() {
+			return
+		}
+	}
+	t.Error("no rename was done after the kill in 5 attempts: the test proves nothing")
 }

@@ -62,7 +62,14 @@ type Target struct {
 	Atomic         bool
 	// Overwrite lets a delivery replace a remote file of the same name;
 	// false never replaces one (the file fails as remote-exists and waits).
-	Overwrite       bool
+	Overwrite bool
+	// Protocol is "auto" or "sftp": both speak SFTP (the legacy scp
+	// protocol, "scp", is not available yet and is refused by the checker).
+	Protocol string
+	// Preserve sets the remote file's mtime and mode after the upload, where
+	// the server allows it (a refusal is ignored: delivery never depends on
+	// SETSTAT).
+	Preserve        bool
 	Connections     int
 	ConnectTimeout  time.Duration
 	StallTimeout    time.Duration
@@ -134,6 +141,7 @@ func DefaultTarget() Target {
 		RemoteDir:       ".",
 		Atomic:          true,
 		Overwrite:       true,
+		Protocol:        "auto",
 		Connections:     2,
 		ConnectTimeout:  15 * time.Second,
 		StallTimeout:    60 * time.Second,

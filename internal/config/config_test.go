@@ -463,7 +463,7 @@ target = "acme"
 	wantTarget := Target{
 		Name: "acme", Host: "sftp.acme.example", Port: 22, User: "upload",
 		HostKey: "strict", KnownHostsFile: "/var/lib/dropship/known_hosts", RemoteDir: ".",
-		Atomic: true, Overwrite: true, Connections: 2, ConnectTimeout: 15 * time.Second, StallTimeout: time.Minute,
+		Atomic: true, Overwrite: true, Protocol: "auto", Connections: 2, ConnectTimeout: 15 * time.Second, StallTimeout: time.Minute,
 		SSHOptions: []string{}, RetryMax: 10, RetryBackoff: 5 * time.Second, RetryBackoffMax: 5 * time.Minute,
 		Line: 2,
 	}

@@ -756,6 +756,10 @@ func (t *table) target(tg *Target) {
 	}
 	t.boolean("atomic", &tg.Atomic)
 	t.boolean("overwrite", &tg.Overwrite)
+	if t.oneOf("protocol", &tg.Protocol, "auto", "sftp", "scp") && tg.Protocol == "scp" {
+		t.check("protocol", errors.New(`"scp" (the legacy scp -O protocol, for servers without an SFTP subsystem) is not available in this version of dropship; use "sftp" or "auto"`))
+	}
+	t.boolean("preserve", &tg.Preserve)
 	t.integer("connections", &tg.Connections, 1, 64)
 	t.duration("connect_timeout", &tg.ConnectTimeout, true)
 	t.duration("stall_timeout", &tg.StallTimeout, true)

@@ -47,6 +47,9 @@ type Options struct {
 	// server. Without it an existing file is never replaced: the upload
 	// fails with ClassRemoteExists.
 	Overwrite bool
+	// Preserve sets the remote file's mtime and mode from the local file
+	// before the rename, where the server allows it.
+	Preserve bool
 	// SSH is the OpenSSH client program; "" means "ssh" from PATH.
 	SSH string
 	// OnConnectionLine receives every line the shared connection's ssh

@@ -38,6 +38,10 @@ const (
 	// meterThreshold is the size from which a file's upload reports
 	// progress.
 	meterThreshold = 256 << 10
+	// statvfsMin is the size from which the server's free space is asked
+	// before a file is sent (where it offers statvfs@openssh.com): a
+	// smaller file that does not fit fails at its write just as well.
+	statvfsMin = 1 << 20
 )
 
 // Item is one file to upload.
@@ -414,31 +418,45 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 	if err := u.c.remoteDirs(s, it.RemoteDir, path.Dir(final)); err != nil {
 		return "", err
 	}
-	if s.statvfs && it.Size > 0 {
-		var st *sftp.StatVFS
-		err := s.do(func() (err error) { st, err = s.client.StatVFS(path.Dir(final)); return })
-		if err == nil && st.Frsize > 0 && st.FreeSpace() < uint64(it.Size) {
-			return "", &Error{Class: ClassRemoteFull, Message: fmt.Sprintf("the server has %d bytes free in %q, less than the %d bytes of %s; nothing was sent", st.FreeSpace(), path.Dir(final), it.Size, it.Local), ExitCode: -1}
-		}
-		if err != nil && isConnErr(err) {
-			return "", u.sessionErr()
-		}
+	// The checks that may refuse the file run together (on a distant
+	// server each costs a round trip), and before anything is opened.
+	var checks sync.WaitGroup
+	var refusal atomic.Pointer[Error]
+	refuse := func(e *Error) { refusal.CompareAndSwap(nil, e) }
+	if s.statvfs && it.Size >= statvfsMin {
+		checks.Go(func() {
+			var st *sftp.StatVFS
+			err := s.do(func() (err error) { st, err = s.client.StatVFS(path.Dir(final)); return })
+			switch {
+			case err == nil && st.Frsize > 0 && st.FreeSpace() < uint64(it.Size):
+				refuse(&Error{Class: ClassRemoteFull, Message: fmt.Sprintf("the server has %d bytes free in %q, less than the %d bytes of %s; nothing was sent", st.FreeSpace(), path.Dir(final), it.Size, it.Local), ExitCode: -1})
+			case err != nil && isConnErr(err):
+				refuse(u.sessionErr())
+			}
+		})
 	}
 	if !u.c.opts.Overwrite {
-		var fi os.FileInfo
-		err := s.do(func() (err error) { fi, err = s.client.Lstat(final); return })
-		if err == nil && fi != nil {
-			return "", &Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q already exists on the server and overwrite = false; nothing was sent", final), ExitCode: -1}
-		}
-		if err != nil && isConnErr(err) {
-			return "", u.sessionErr()
-		}
+		checks.Go(func() {
+			var fi os.FileInfo
+			err := s.do(func() (err error) { fi, err = s.client.Lstat(final); return })
+			switch {
+			case err == nil && fi != nil:
+				refuse(&Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q already exists on the server and overwrite = false; nothing was sent", final), ExitCode: -1})
+			case err != nil && isConnErr(err):
+				refuse(u.sessionErr())
+			}
+		})
 	}
 
+	checks.Wait()
+	if e := refusal.Load(); e != nil {
+		return "", e
+	}
 	u.begin(i, r)
 	var f *sftp.File
-	if err := s.do(func() (err error) { f, err = s.client.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); return }); err != nil {
-		return "", u.remoteErr("open", dst, err)
+	openErr := s.do(func() (err error) { f, err = s.client.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); return })
+	if openErr != nil {
+		return "", u.remoteErr("open", dst, openErr)
 	}
 	sum, werr := u.write(i, f)
 	if werr == nil && s.fsync {
@@ -458,6 +476,9 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 			werr = localChanged(it, "it changed while it was being sent (size, mtime or ctime)")
 		}
 	}
+	if werr == nil && u.c.opts.Preserve {
+		u.preserve(it, dst)
+	}
 	if werr == nil && u.c.opts.Atomic {
 		werr = u.rename(dst, final)
 		if werr != nil && !s.alive() {
@@ -472,6 +493,22 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 		return "", werr
 	}
 	return sum, nil
+}
+
+// preserve gives the remote file the local file's mtime and mode, where the
+// server allows it: many refuse SETSTAT, and delivery never depends on it.
+func (u *uploadRun) preserve(it Item, dst string) {
+	fi, err := it.File.Stat()
+	if err != nil {
+		return
+	}
+	s := u.s
+	if err := s.do(func() error { return s.client.Chtimes(dst, fi.ModTime(), fi.ModTime()) }); err != nil {
+		u.c.logger.Debug("the server refused to set the file's times (preserve)", "path", dst, "err", err)
+	}
+	if err := s.do(func() error { return s.client.Chmod(dst, fi.Mode().Perm()) }); err != nil {
+		u.c.logger.Debug("the server refused to set the file's mode (preserve)", "path", dst, "err", err)
+	}
 }
 
 // write sends the item's bytes to f: chunks read in order (and hashed in that

@@ -385,6 +385,7 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		ControlDir: a.controlDir(),
 		Atomic:     t.Atomic,
 		Overwrite:  t.Overwrite,
+		Preserve:   t.Preserve,
 		SSH:        a.opts.SSH,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)

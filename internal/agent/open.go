@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -163,7 +162,3 @@ func openNoFollow(rootFD int, rel string) (int, error) {
 func unsafePath(rec *journal.Record, why string) error {
 	return &transfer.Error{Class: transfer.ClassUnsafePath, Message: fmt.Sprintf("%s: not sent: %s", rec.Path, why), ExitCode: -1}
 }
-
-// errnoIs is errors.Is for a raw errno, for callers that get one from
-// syscall rather than unix.
-func errnoIs(err error, e syscall.Errno) bool { return errors.Is(err, e) }

@@ -700,14 +700,6 @@ func backoff(base, ceiling time.Duration, n int) time.Duration {
 	return d + jitter
 }
 
-// settleOf is a watch's settle time, 0 without a watch.
-func settleOf(w *config.Watch) time.Duration {
-	if w == nil {
-		return 0
-	}
-	return w.Settle
-}
-
 // wakeAll pokes every worker (shutdown, reload).
 func (a *Agent) wakeAll() {
 	a.mu.Lock()

@@ -391,9 +391,6 @@ growing() {
 }
 # settled NAME: the agent has logged NAME's delivery (its journal says done), so counting is final.
 settled() { [ "$(delivered_log "$1")" -ge 1 ]; }
-# known_bug DESCRIPTION COMMAND...: a fault of the agent reported and not yet fixed (see NOTES.md):
-# reported as XFAIL, not counted as a failure; XPASS once it is fixed (then make it a check).
-known_bug() { local what=$1; shift; if "$@"; then say "XPASS: $what (fixed? make it a check)"; else say "XFAIL (known agent bug, packaging/NOTES.md): $what"; fi; }
 drop() { # drop NAME SIZE_MB
   head -c "${2}M" /dev/urandom >"$root/srv/stage/$1"
   cs "install -m 0640 -g dropship /srv/stage/$1 /srv/drop/acme/.$1 && mv /srv/drop/acme/.$1 /srv/drop/acme/$1"
@@ -433,7 +430,7 @@ fi
 expect "frozen.bin: the agent's 'delivered' lines" 1 "$(delivered_log frozen.bin)"
 # The frozen agent's sftp child finishes the upload (and its rename) while the
 # agent is stopped; the restarted agent sends the file again.
-known_bug "frozen.bin delivered once (sftp-server renames: $(sftp_renames frozen.bin))" test "$(sftp_renames frozen.bin)" = 1
+check "frozen.bin delivered once (sftp-server renames: $(sftp_renames frozen.bin))" test "$(sftp_renames frozen.bin)" = 1
 
 # ---- stop during a large transfer --------------------------------------------------------------------
 tss=$(prop TimeoutStopUSec)

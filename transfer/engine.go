@@ -42,6 +42,12 @@ const (
 	// before a file is sent (where it offers statvfs@openssh.com): a
 	// smaller file that does not fit fails at its write just as well.
 	statvfsMin = 1 << 20
+	// stripeMin is the size from which a file is written over several SFTP
+	// sessions (OpenSSH channels) at once, stripeWidth of them: one
+	// channel's window (2 MiB in OpenSSH) caps one stream at about 2 MiB
+	// per round trip, so far away a big file goes faster over several.
+	stripeMin   = 16 << 20
+	stripeWidth = 4
 )
 
 // Item is one file to upload.
@@ -159,7 +165,7 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 		release()
 		return failAll(results, err)
 	}
-	u := &uploadRun{c: c, m: m, s: s, items: items, res: results, obs: obs}
+	u := &uploadRun{c: c, m: m, s: s, ctx: ctx, items: items, res: results, obs: obs, extra: map[*sftpConn]bool{}}
 	s.sink.Store(&u.lineSink)
 	u.run(ctx, todo)
 	s.sink.Store(nil)
@@ -268,6 +274,10 @@ type uploadRun struct {
 	meter    bool         // the batch reports progress
 	lineSink func(string)
 
+	ctx     context.Context
+	extraMu sync.Mutex
+	extra   map[*sftpConn]bool // sessions opened for striping, for the watchdog
+
 	stopped   atomic.Pointer[Error] // set once no new file may begin
 	discarded []atomic.Bool         // the item's temporary file was removed
 	// unsure marks items whose rename was sent but never answered (the
@@ -341,19 +351,41 @@ func (u *uploadRun) watchdog(ctx context.Context, deadline time.Time, stop <-cha
 		case <-u.s.done:
 			return
 		case <-ctx.Done():
-			u.s.kill(ClassCanceled, "the transfer was stopped: "+context.Cause(ctx).Error())
+			u.killAll(ClassCanceled, "the transfer was stopped: "+context.Cause(ctx).Error())
 			return
 		case now := <-t.C:
 			if now.After(deadline) {
-				u.s.kill(ClassStalled, "the overall deadline passed")
+				u.killAll(ClassStalled, "the overall deadline passed")
 				return
 			}
-			if stall > 0 && u.s.idleFor(now) > stall {
-				u.s.kill(ClassStalled, fmt.Sprintf("no answer from the server for %s", stall))
+			if stall > 0 && u.idleFor(now) > stall {
+				u.killAll(ClassStalled, fmt.Sprintf("no answer from the server for %s", stall))
 				return
 			}
 		}
 	}
+}
+
+// killAll ends the session and those opened for striping.
+func (u *uploadRun) killAll(class Class, msg string) {
+	u.extraMu.Lock()
+	for s := range u.extra {
+		s.kill(class, msg)
+	}
+	u.extraMu.Unlock()
+	u.s.kill(class, msg)
+}
+
+// idleFor is the longest any of the upload's sessions has waited for an
+// answer.
+func (u *uploadRun) idleFor(now time.Time) time.Duration {
+	d := u.s.idleFor(now)
+	u.extraMu.Lock()
+	for s := range u.extra {
+		d = max(d, s.idleFor(now))
+	}
+	u.extraMu.Unlock()
+	return d
 }
 
 // one sends item i and records its result.
@@ -458,7 +490,20 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 	if openErr != nil {
 		return "", u.remoteErr("open", dst, openErr)
 	}
-	sum, werr := u.write(i, f)
+	lanes := []lane{{s, f}}
+	if it.Size >= stripeMin {
+		extra := u.stripe(dst, stripeWidth-1)
+		lanes = append(lanes, extra...)
+		defer u.unstripe(extra)
+	}
+	sum, werr := u.write(i, lanes)
+	for _, l := range lanes[1:] {
+		// Every write was acknowledged; the main handle's fsync and
+		// close then cover the whole file.
+		if err := l.s.do(l.f.Close); err != nil && werr == nil {
+			werr = u.laneErr(l, "close", dst, err)
+		}
+	}
 	if werr == nil && s.fsync {
 		if err := s.do(f.Sync); err != nil {
 			werr = u.remoteErr("fsync", dst, err)
@@ -514,7 +559,7 @@ func (u *uploadRun) preserve(it Item, dst string) {
 // write sends the item's bytes to f: chunks read in order (and hashed in that
 // order), written with many requests in flight, within the session's memory
 // budget. Progress counts acknowledged bytes only.
-func (u *uploadRun) write(i int, f *sftp.File) (string, error) {
+func (u *uploadRun) write(i int, lanes []lane) (string, error) {
 	it := u.items[i]
 	s := u.s
 	h := sha256.New()
@@ -556,14 +601,15 @@ func (u *uploadRun) write(i int, f *sftp.File) (string, error) {
 			break
 		}
 		h.Write(buf)
+		l := lanes[int(off/chunkSize)%len(lanes)]
 		wg.Add(1)
 		go func(buf []byte, off int64) {
 			defer wg.Done()
-			err := s.do(func() error { _, err := f.WriteAt(buf, off); return err })
+			err := l.s.do(func() error { _, err := l.f.WriteAt(buf, off); return err })
 			putChunk(buf)
 			u.c.budget.release(int64(len(buf)))
 			if err != nil {
-				setErr(u.remoteErr("write", f.Name(), err))
+				setErr(u.laneErr(l, "write", l.f.Name(), err))
 				return
 			}
 			prog(acked.Add(int64(len(buf))), false)
@@ -576,6 +622,60 @@ func (u *uploadRun) write(i int, f *sftp.File) (string, error) {
 	}
 	prog(acked.Load(), true)
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// lane is one session and its handle of the file being written.
+type lane struct {
+	s *sftpConn
+	f *sftp.File
+}
+
+// laneErr is the error of a request on lane l.
+func (u *uploadRun) laneErr(l lane, op, p string, err error) *Error {
+	if l.s != u.s && (isConnErr(err) || !l.s.alive()) {
+		return l.s.failureOr(ClassLostConnection, "an SFTP session of a striped upload ended")
+	}
+	return u.remoteErr(op, p, err)
+}
+
+// stripe opens up to n more SFTP sessions through the shared connection, each
+// with a handle of the (already created) file dst, for a big file's writes to
+// share. A session that cannot be had is done without: striping only speeds
+// the file up.
+func (u *uploadRun) stripe(dst string, n int) []lane {
+	if u.m == nil {
+		return nil
+	}
+	var lanes []lane
+	for range n {
+		s, err := dialSFTP(u.ctx, u.c, u.m.sock, nil)
+		if err != nil {
+			u.c.logger.Debug("striping: no more SFTP sessions", "err", err)
+			break
+		}
+		var f *sftp.File
+		if err := s.do(func() (err error) { f, err = s.client.OpenFile(dst, os.O_WRONLY); return }); err != nil {
+			s.close()
+			break
+		}
+		u.extraMu.Lock()
+		u.extra[s] = true
+		u.extraMu.Unlock()
+		lanes = append(lanes, lane{s, f})
+	}
+	return lanes
+}
+
+// unstripe ends the sessions stripe opened.
+func (u *uploadRun) unstripe(lanes []lane) {
+	var wg sync.WaitGroup
+	for _, l := range lanes {
+		u.extraMu.Lock()
+		delete(u.extra, l.s)
+		u.extraMu.Unlock()
+		wg.Go(l.s.close)
+	}
+	wg.Wait()
 }
 
 // progress returns the function that reports item it's acknowledged bytes:

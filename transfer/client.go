@@ -100,6 +100,7 @@ type Client struct {
 	mu        sync.Mutex
 	master    *master
 	conns     []*sftpConn   // by slot
+	dialMu    []sync.Mutex  // by slot: one dial at a time for a slot's session
 	dialing   int           // SFTP sessions being opened
 	dialEnded chan struct{} // closed (and replaced) whenever one is opened or fails
 	idle      *time.Timer
@@ -140,16 +141,19 @@ func NewClient(t Target, opts Options) (*Client, error) {
 		opts:   opts,
 		logger: logger.With("target", t.Name),
 		scrub:  newScrubber(t.Password, t.Passphrase),
-		slots:  make(chan int, t.Connections),
+		slots:  make(chan int, t.Connections*UploadsPerSession),
 		budget: newBudget(int64(t.Connections) * sessionBudget),
 		dirs:   map[string]*dirState{},
 		conns:  make([]*sftpConn, t.Connections),
 
 		dialEnded: make(chan struct{}),
 	}
-	for i := range t.Connections {
-		c.slots <- i
+	for range UploadsPerSession {
+		for i := range t.Connections {
+			c.slots <- i
+		}
 	}
+	c.dialMu = make([]sync.Mutex, t.Connections)
 	return c, nil
 }
 
@@ -269,6 +273,15 @@ func (c *Client) open(ctx context.Context, slot int) (*sftpConn, *master, error)
 // shared connection m when there is none. A session of an earlier shared
 // connection is not used: it ends with its connection.
 func (c *Client) session(ctx context.Context, slot int, m *master) (*sftpConn, error) {
+	// Uploads sharing the slot wait for one dial instead of each making
+	// their own.
+	c.dialMu[slot].Lock()
+	locked := true
+	defer func() {
+		if locked {
+			c.dialMu[slot].Unlock()
+		}
+	}()
 	c.mu.Lock()
 	s := c.conns[slot]
 	c.mu.Unlock()
@@ -297,6 +310,8 @@ func (c *Client) session(ctx context.Context, slot int, m *master) (*sftpConn, e
 	}
 	c.mu.Unlock()
 	close(ended)
+	c.dialMu[slot].Unlock()
+	locked = false
 	if err == nil || !sessionRefused(err) {
 		return s, err
 	}
@@ -424,8 +439,13 @@ type dirState struct {
 	ok bool
 }
 
-// acquire takes one of the target's connection slots: the index of the SFTP
-// session to use.
+// UploadsPerSession is how many Upload calls share one SFTP session at a
+// time: a caller that runs Connections × UploadsPerSession uploads keeps the
+// sessions busy while one upload waits for the last files of its batch.
+const UploadsPerSession = 4
+
+// acquire takes one of the target's upload slots: the index of the SFTP
+// session to use (UploadsPerSession uploads share each).
 func (c *Client) acquire(ctx context.Context) (func(), int, error) {
 	var slot int
 	select {

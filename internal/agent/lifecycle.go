@@ -112,8 +112,8 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 	}
 	for name, t := range fresh {
 		a.targets[name] = t
-		a.workers.Add(t.cfg.Connections)
-		for range t.cfg.Connections {
+		a.workers.Add(t.workers())
+		for range t.workers() {
 			go a.worker(t)
 		}
 		// Files held because the old target failed get a chance with the

@@ -49,6 +49,11 @@ func newTarget(name string, cfg config.Target, client *transfer.Client) *target 
 	return &target{name: name, cfg: cfg, client: client, wake: make(chan struct{}, 1), queued: map[string]bool{}}
 }
 
+// workers is how many workers send t's files: several per connection, so
+// that a connection's SFTP session keeps working while one worker's batch
+// waits for its last files.
+func (t *target) workers() int { return t.cfg.Connections * transfer.UploadsPerSession }
+
 func (t *target) poke() {
 	select {
 	case t.wake <- struct{}{}:
@@ -163,7 +168,7 @@ func (a *Agent) pick(t *target) (batch []*journal.Record, wait time.Duration, st
 	}
 	limit := 1
 	if !probe {
-		idle := t.cfg.Connections - t.running
+		idle := t.workers() - t.running
 		if idle < 1 {
 			idle = 1
 		}

@@ -860,8 +860,11 @@ func statFile(f *os.File) (fileState, error) {
 
 var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
+// getChunk returns a buffer of n bytes: a pooled full chunk, or for the
+// last piece of a file (and small files) one of its own size, so that the
+// memory a file holds is what the budget charged for it.
 func getChunk(n int) []byte {
-	if n < 4096 {
+	if n != chunkSize {
 		return make([]byte, n)
 	}
 	b := *(chunks.Get().(*[]byte))

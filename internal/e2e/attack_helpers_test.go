@@ -257,14 +257,12 @@ func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	}
 }
 
-// startAgentAs runs `dropship run -c cfg` as the env's agent user, like
+// startAgent runs `dropship run -c cfg` as the env's agent user, like
 // startAgent, and waits until it says it started.
 func (e *attackEnv) startAgent() *proc {
 	t := e.t
 	t.Helper()
-	p := &proc{t: t, name: fmt.Sprintf("dropship run -c %s (as %s)", e.cfg, e.u.name), done: make(chan struct{})}
-	p.cmd = exec.Command(e.bin, "run", "-c", e.cfg)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p := newProc(t, e.bin, fmt.Sprintf("dropship run -c %s (as %s)", e.cfg, e.u.name), "run", "-c", e.cfg)
 	p.cmd.Dir = e.dir
 	if e.u.switched {
 		home := filepath.Join(e.dir, "home")
@@ -274,29 +272,7 @@ func (e *attackEnv) startAgent() *proc {
 			Credential: &syscall.Credential{Uid: uint32(e.u.uid), Gid: uint32(e.u.gid), NoSetGroups: false, Groups: []uint32{}},
 		}
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if strings.Contains(p.out.String(), "WARNING: DATA RACE") {
-			t.Errorf("the race detector reported a data race in %s", p.name)
-		}
-		if t.Failed() {
-			out := p.out.String()
-			if len(out) > 200<<10 {
-				out = "…" + out[len(out)-200<<10:]
-			}
-			t.Logf("output of %s (pid %d):\n%s", p.name, p.cmd.Process.Pid, out)
-		}
-	})
+	p.start()
 	p.waitLog(30*time.Second, "agent started")
 	if e.u.switched {
 		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))

@@ -138,9 +138,23 @@ type proc struct {
 // test when the race detector reported something.
 func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, name: "dropship " + strings.Join(args, " "), done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
+	p := newProc(t, binary, "dropship "+strings.Join(args, " "), args...)
+	p.start()
+	return p
+}
+
+// newProc prepares bin with args, its output collected, for start.
+func newProc(t testing.TB, bin, name string, args ...string) *proc {
+	p := &proc{t: t, name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	return p
+}
+
+// start starts a prepared proc, with the cleanup startProc promises.
+func (p *proc) start() {
+	t := p.t
+	t.Helper()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.name, err)
 	}
@@ -157,10 +171,13 @@ func startProc(t testing.TB, args ...string) *proc {
 			t.Errorf("the race detector reported a data race in %s", p.name)
 		}
 		if t.Failed() {
-			t.Logf("output of %s (pid %d):\n%s", p.name, p.cmd.Process.Pid, p.out.String())
+			out := p.out.String()
+			if len(out) > 200<<10 {
+				out = "…" + out[len(out)-200<<10:]
+			}
+			t.Logf("output of %s (pid %d):\n%s", p.name, p.cmd.Process.Pid, out)
 		}
 	})
-	return p
 }
 
 // startAgent runs `dropship run -c cfg` and waits until it says it started.

@@ -616,16 +616,27 @@ func (a *Agent) vanished(t *target, rec *journal.Record) *journal.Op {
 	return op
 }
 
-// release marks a batch's files as no longer sending.
+// release marks a batch's files as no longer sending, and accepts the newer
+// versions that became ready meanwhile: their records and queued events are
+// journaled before a worker can take them (as in intakeLoop).
 func (a *Agent) release(batch []*journal.Record) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	var ops []journal.Op
 	for _, rec := range batch {
 		delete(a.sending, rec.Key)
 		if f, ok := a.newer[rec.Key]; ok {
 			delete(a.newer, rec.Key)
-			a.accept(f, rec.Watch)
+			if op := a.accept(f, rec.Watch); op != nil {
+				ops = append(ops, *op)
+			}
 		}
+	}
+	if len(ops) > 0 {
+		a.writer.add(ops...)
+	}
+	a.mu.Unlock()
+	if len(ops) > 0 {
+		a.writer.flush()
 	}
 }
 

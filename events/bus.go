@@ -84,6 +84,7 @@ type Bus struct {
 	disconnects atomic.Uint64
 	drops       atomic.Uint64
 	closing     atomic.Bool
+	expect      atomic.Pointer[string] // see ExpectStream
 
 	mu sync.Mutex
 	up chan struct{} // closed while connected, replaced when the connection drops
@@ -284,47 +285,24 @@ func (b *Bus) WaitConnected(ctx context.Context) error {
 }
 
 // EnsureStream makes sure the JetStream stream name exists and captures
-// subjects. A missing stream is created with file storage, limits retention
-// (kept [StreamMaxAge], at most [StreamMaxBytes], oldest discarded first), a
-// duplicate window of [StreamDuplicateWindow] and one replica. An existing
-// stream keeps its settings (an operator may have tuned them); subjects it
-// does not capture yet are added to it.
+// subjects, on a server dropship owns (its embedded one): a missing stream is
+// created with file storage, limits retention (kept [StreamMaxAge], at most
+// [StreamMaxBytes], oldest discarded first), a duplicate window of
+// [StreamDuplicateWindow] and one replica; subjects an existing stream does
+// not capture yet are added to it, and its other settings are kept. For an
+// operator's server, use [Bus.CheckStream], which never changes a stream.
 func (b *Bus) EnsureStream(ctx context.Context, name string, subjects []string) error {
-	stream, err := b.js.Stream(ctx, name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = b.js.CreateStream(ctx, streamConfig(name, subjects))
-		if err != nil {
-			return fmt.Errorf("create JetStream stream %s for %s: %w", name, strings.Join(subjects, " "), err)
-		}
-		b.log.Info("created JetStream stream", logKeyStream, name, "subjects", subjects)
-		return nil
-	}
+	c, err := b.CheckStream(ctx, StreamSetup{Name: name, Subjects: subjects, Create: true, Owned: true})
 	if err != nil {
-		return fmt.Errorf("look up JetStream stream %s: %w", name, err)
+		return err
 	}
-	cfg := stream.CachedInfo().Config
-	if cfg.Duplicates < StreamDuplicateWindow {
-		b.log.Warn("JetStream stream remembers message ids for a short time: events republished after a longer outage may be stored twice",
-			logKeyStream, name, "duplicate_window", cfg.Duplicates, "recommended", StreamDuplicateWindow)
+	for _, w := range c.Warnings {
+		b.log.Warn(w, logKeyStream, name)
 	}
-	var missing []string
-	for _, s := range subjects {
-		if !slices.ContainsFunc(cfg.Subjects, func(have string) bool { return subjectCovers(have, s) }) {
-			missing = append(missing, s)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	cfg.Subjects = append(cfg.Subjects, missing...)
-	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("add subjects %s to JetStream stream %s: %w", strings.Join(missing, " "), name, err)
-	}
-	b.log.Info("added subjects to JetStream stream", logKeyStream, name, "subjects", missing)
-	return nil
+	return c.Err()
 }
 
-func streamConfig(name string, subjects []string) jetstream.StreamConfig {
+func streamConfig(name string, subjects []string, replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        name,
 		Description: "dropship transfer and agent lifecycle events (CloudEvents)",
@@ -335,7 +313,7 @@ func streamConfig(name string, subjects []string) jetstream.StreamConfig {
 		MaxAge:      StreamMaxAge,
 		MaxBytes:    StreamMaxBytes,
 		Duplicates:  StreamDuplicateWindow,
-		Replicas:    1,
+		Replicas:    max(replicas, 1),
 	}
 }
 
@@ -382,14 +360,33 @@ func (b *Bus) PublishDurable(ctx context.Context, ev Event) error {
 		return fmt.Errorf("publish %s event %s on %s: no JetStream stream answered: create a stream for this subject or set nats.auto_create_stream: %w",
 			ev.Type, ev.ID, ev.NATSSubject, err)
 	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		// Someone answered the subject's interest (a core NATS subscriber,
+		// say) but no stream acknowledged: the event is not stored.
+		return fmt.Errorf("publish %s event %s on %s: no JetStream acknowledgement in time: the event is not stored; is there a stream for this subject? (a core NATS subscriber alone does not store it): %w",
+			ev.Type, ev.ID, ev.NATSSubject, err)
+	}
+	if errors.Is(err, jetstream.ErrInvalidJSAck) {
+		return fmt.Errorf("publish %s event %s on %s: the answer was not a JetStream acknowledgement (something other than a stream replied): the event is not stored: %w",
+			ev.Type, ev.ID, ev.NATSSubject, err)
+	}
 	if err != nil {
 		return fmt.Errorf("publish %s event %s on %s: %w", ev.Type, ev.ID, ev.NATSSubject, err)
+	}
+	if want := b.expect.Load(); want != nil && *want != "" && ack.Stream != *want {
+		return fmt.Errorf("publish %s event %s on %s: stored in JetStream stream %s, not %s: set nats.stream to %s, or make %s the only stream capturing dropship's subjects",
+			ev.Type, ev.ID, ev.NATSSubject, ack.Stream, *want, ack.Stream, *want)
 	}
 	if ack.Duplicate {
 		b.log.Debug("JetStream already had the event", "id", ev.ID, logKeyStream, ack.Stream, "seq", ack.Sequence)
 	}
 	return nil
 }
+
+// ExpectStream makes [Bus.PublishDurable] accept only acknowledgements from
+// the stream name ("" accepts any): an event stored in another stream is not
+// where `dropship events -since` and the operator look for it.
+func (b *Bus) ExpectStream(name string) { b.expect.Store(&name) }
 
 // PublishBestEffort publishes ev through core NATS without waiting for
 // anything. When the connection is down the event is dropped (counted in
@@ -435,57 +432,132 @@ func (b *Bus) message(ev Event) (*nats.Msg, error) {
 // Replay calls fn, in order, for every event stored in stream on subjects
 // during the last since (all of them when since <= 0), and returns once it
 // has delivered what the stream held when Replay started. Messages that are
-// not dropship events are skipped. It uses an ephemeral ordered consumer and
-// acknowledges nothing.
+// not dropship events are skipped. It uses one ephemeral ordered consumer per
+// subject (a consumer with several filter subjects needs nats-server 2.10,
+// and Debian 12 ships 2.9) and merges what they deliver by stream sequence,
+// so the order is the stream's; it acknowledges nothing.
 func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, since time.Duration, fn func(Event)) error {
 	s, err := b.js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
 	}
 	state := s.CachedInfo().State
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if state.Msgs == 0 {
+		return nil
+	}
+	base := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if since > 0 {
 		start := time.Now().Add(-since)
 		if state.LastTime.Before(start) {
 			return nil
 		}
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+		base.DeliverPolicy, base.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	if state.Msgs == 0 {
-		return nil
+	var heads []*replayHead
+	defer func() {
+		for _, h := range heads {
+			h.it.Stop()
+		}
+	}()
+	for _, subj := range subjects {
+		cfg := base
+		cfg.FilterSubjects = []string{subj}
+		h, err := openReplayHead(ctx, s, cfg)
+		if err != nil {
+			return fmt.Errorf("replay %s from JetStream stream %s: %w", subj, stream, err)
+		}
+		if h != nil {
+			heads = append(heads, h)
+		}
 	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
-	}
-	defer it.Stop()
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil
-	}
+	var last uint64
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
+		var next *replayHead
+		for _, h := range heads {
+			if h.msg != nil && (next == nil || h.seq < next.seq) {
+				next = h
+			}
 		}
-		if ev, err := Parse(m.Data()); err != nil {
-			b.log.Warn("skipping a message that is not a dropship event", logKeyStream, stream, "subject", m.Subject(), logKeyErr, err)
-		} else {
-			ev.NATSSubject = m.Subject()
-			fn(ev)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
-		}
-		if md.NumPending == 0 {
+		if next == nil {
 			return nil
+		}
+		if next.seq > last { // overlapping filters deliver a message more than once
+			last = next.seq
+			if ev, err := Parse(next.msg.Data()); err != nil {
+				b.log.Warn("skipping a message that is not a dropship event", logKeyStream, stream, "subject", next.msg.Subject(), logKeyErr, err)
+			} else {
+				ev.NATSSubject = next.msg.Subject()
+				fn(ev)
+			}
+		}
+		if err := next.advance(ctx); err != nil {
+			return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)
 		}
 	}
 }
+
+// replayHead is one ordered consumer of a replay and the next message it
+// delivered (nil once it delivered what was pending when it started).
+type replayHead struct {
+	it  jetstream.MessagesContext
+	msg jetstream.Msg
+	seq uint64
+}
+
+func openReplayHead(ctx context.Context, s jetstream.Stream, cfg jetstream.OrderedConsumerConfig) (*replayHead, error) {
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	h := &replayHead{it: it}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		it.Stop()
+		return nil, nil
+	}
+	if err := h.fetch(ctx); err != nil {
+		it.Stop()
+		return nil, err
+	}
+	return h, nil
+}
+
+// fetch reads the next message.
+func (h *replayHead) fetch(ctx context.Context) error {
+	m, err := h.it.Next(jetstream.NextContext(ctx))
+	if err != nil {
+		return err
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return err
+	}
+	h.msg, h.seq = m, md.Sequence.Stream
+	if md.NumPending == 0 {
+		// The last one: fetch must not be called again.
+		h.it.Stop()
+		h.it = stoppedMessages{h.it}
+	}
+	return nil
+}
+
+// advance moves past the current message.
+func (h *replayHead) advance(ctx context.Context) error {
+	if _, done := h.it.(stoppedMessages); done {
+		h.msg = nil
+		return nil
+	}
+	return h.fetch(ctx)
+}
+
+// stoppedMessages marks a replay head's iterator that delivered its last
+// message (and is stopped already).
+type stoppedMessages struct{ jetstream.MessagesContext }
+
+func (stoppedMessages) Stop() {}
 
 // Close drains the connection (pending messages are flushed, subscriptions
 // finish their handlers) within a few seconds, then closes it and waits

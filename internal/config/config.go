@@ -42,7 +42,11 @@ type NATS struct {
 	CredentialsFile  string // a path or credential:NAME; empty for none
 	Stream           string
 	AutoCreateStream bool
-	PublishLogs      bool
+	// StreamReplicas is the replica count of a stream the agent creates
+	// (1 to 5; more than 1 needs a JetStream cluster). An existing stream
+	// keeps its own.
+	StreamReplicas int
+	PublishLogs    bool
 }
 
 // Target is one [[target]]: a remote SSH/SFTP server.
@@ -128,6 +132,7 @@ func Default() *Config {
 			EmbeddedListen: "127.0.0.1:4222",
 			SubjectPrefix:  "dropship",
 			Stream:         "DROPSHIP_EVENTS",
+			StreamReplicas: 1,
 			PublishLogs:    true,
 		},
 	}

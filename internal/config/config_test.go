@@ -167,6 +167,14 @@ subject_prefix = "a..b" #! nats.subject_prefix: empty token
 credentials_file = "credential:a/b" #! nats.credentials_file: must be a plain file name, without "/"
 stream = "DROPSHIP.EVENTS" #! nats.stream: not a valid JetStream stream name
 `},
+		{"stream replicas", `
+[nats]
+stream_replicas = 7 #! nats.stream_replicas: must be between 1 and 5, not 7
+`},
+		{"stream replicas on the embedded server", `
+[nats]
+stream_replicas = 3 #! nats.stream_replicas: 3 replicas need a NATS cluster, and the embedded server is one server: set nats.url
+`},
 		{"nats url with credentials", `
 [nats]
 url = "nats://127.0.0.1:4222, nats://user:secret@127.0.0.1:4223" #! nats.url: must not hold credentials

@@ -716,6 +716,9 @@ func (t *table) nats(n *NATS) {
 		t.check("stream", checkStream(n.Stream))
 	}
 	t.boolean("auto_create_stream", &n.AutoCreateStream)
+	if t.integer("stream_replicas", &n.StreamReplicas, 1, 5) && n.StreamReplicas > 1 && n.URL == "" {
+		t.problem("stream_replicas", fmt.Sprintf("%d replicas need a NATS cluster, and the embedded server is one server: set nats.url to the cluster, or stream_replicas = 1", n.StreamReplicas))
+	}
 	t.boolean("publish_logs", &n.PublishLogs)
 }
 

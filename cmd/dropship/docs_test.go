@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"go/ast"
@@ -145,7 +144,7 @@ func subjectsTable() string {
 	b.WriteString("| events | subject | delivery | every agent and target (prefix `" + docPrefix + "`) |\n| --- | --- | --- | --- |\n")
 	fmt.Fprintf(&b, "| transfer lifecycle (`<state>`: %s) | `%s` | JetStream, at least once | %s |\n",
 		states(transferStates...), s.Transfer("<target>", "<state>"), sub("transfer"))
-	fmt.Fprintf(&b, "| transfer progress | `%s` | core NATS, best effort, about 1/s per transfer | %s |\n", s.Progress("<target>"), sub("progress"))
+	fmt.Fprintf(&b, "| transfer progress | `%s` | core NATS, best effort, about 5/s per transfer | %s |\n", s.Progress("<target>"), sub("progress"))
 	fmt.Fprintf(&b, "| OpenSSH output lines | `%s` | core NATS, best effort | %s |\n", s.Log("<target>"), sub("log"))
 	fmt.Fprintf(&b, "| agent (`<state>`: %s) | `%s` | JetStream, at least once | %s |\n",
 		states(agentStates...), s.AgentEvent("<state>"), sub("agent"))
@@ -319,10 +318,10 @@ func cliValue(t *testing.T, v any) string {
 func eventsUsage(t *testing.T) string {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	if err := Run(t.Context(), []string{"events", "-h"}, &out, &errOut); !errors.Is(err, flag.ErrHelp) {
-		t.Fatalf("dropship events -h: %v", err)
+	if err := Run(t.Context(), []string{"events", "-h"}, &out, &errOut); err != nil || errOut.Len() > 0 {
+		t.Fatalf("dropship events -h: %v, stderr %q", err, errOut.String())
 	}
-	return "```\n$ dropship events -h\n" + errOut.String() + "```\n"
+	return "```\n$ dropship events -h\n" + out.String() + "```\n"
 }
 
 // eventsLines is what `dropship events` prints for the golden events.

@@ -23,23 +23,21 @@ const connectWait = 5 * time.Second
 // on a terminal, or one CloudEvent per line with -json. docs/events.md
 // describes it.
 func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("events", "[-c FILE | -nats URL] [-agent A] [-target T] [-type TYPE] [-json] [-since DURATION] [-stream NAME]", stderr)
+	fs := newFlags("events", "[-c FILE | -nats URL] [-agent A] [-target T] [-type TYPE] [-json] [-since TIME] [-stream NAME]", stderr)
 	var n natsFlags
 	n.register(fs)
 	fs.Lookup("agent").Usage = "only events of this agent `name` (default: every agent)"
 	target := fs.String("target", "", "only events of this target `name`")
 	typ := fs.String("type", "", "only these `events`: all, transfer, progress, log, agent, a transfer state such as completed, or agent.<state>\n(default: transfer lifecycle and agent events)")
 	asJSON := fs.Bool("json", false, "print one CloudEvent per line (JSON) and nothing else, for scripts")
-	since := fs.Duration("since", 0, "first replay the lifecycle and agent events stored in JetStream during the last `DURATION` (e.g. 1h),\nthen continue live")
+	var since sinceFlag
+	fs.Var(&since, "since", "first replay the lifecycle and agent events stored in JetStream since `TIME`, then continue live:\na duration back from now (90m, 1h30m, 2d) or a local date and time (2026-12-01, 2026-12-01T10:00)\nor RFC 3339 (2026-12-01T10:00:00Z)")
 	fs.StringVar(&n.stream, "stream", "", "JetStream stream `name` to replay from (default: the config's nats.stream, or "+config.Default().NATS.Stream+")")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("events takes no arguments, got %q", fs.Args())
-	}
-	if *since < 0 {
-		return usagef("-since %s: the duration must be positive", *since)
 	}
 	filter := events.Filter{Agent: n.agent, Target: *target, Type: *typ}
 	for opt, name := range map[string]string{"agent": filter.Agent, "target": filter.Target} {
@@ -58,7 +56,7 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	shown, err := filter.Subjects(n.prefix)
 	if err != nil {
-		return &usageError{err.Error()}
+		return &usageError{err.Error() + suggestType(filter.Type)}
 	}
 
 	var term terminal
@@ -79,7 +77,7 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		term:   term,
 		style:  lineStyle{home: n.agent, loc: time.Local, color: term != nil && os.Getenv("NO_COLOR") == ""},
 		shown:  shown,
-		since:  *since,
+		since:  since.text,
 	})
 
 	f := newFeed()
@@ -118,10 +116,10 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "dropship events: showing %s from %s (Ctrl-C to stop)\n", strings.Join(shown, " "), bus.Conn().ConnectedUrlRedacted())
 	}
 
-	if *since > 0 {
+	if since.text != "" {
 		if len(plan.replay) == 0 {
 			fmt.Fprintf(stderr, "dropship events: -since: progress and log events are not stored; nothing to replay\n")
-		} else if err := v.replay(ctx, bus, n.stream, plan.replay, *since); err != nil {
+		} else if err := v.replay(ctx, bus, n.stream, plan.replay, since.duration()); err != nil {
 			if ctx.Err() != nil {
 				return v.close()
 			}
@@ -183,4 +181,63 @@ func planSubscriptions(f events.Filter, prefix string, shown []string, terminal 
 		}
 	}
 	return p, nil
+}
+
+// eventTypes are the values of -type, short forms first.
+func eventTypes() []string {
+	types := []string{"all", "transfer", "progress", "log", "agent"}
+	for _, st := range events.TransferStates {
+		types = append(types, string(st))
+	}
+	for _, st := range events.TransferStates {
+		types = append(types, "transfer."+string(st))
+	}
+	for _, st := range events.AgentStates {
+		types = append(types, "agent."+string(st))
+	}
+	return types
+}
+
+// suggestType returns "; did you mean …?" naming the known -type value
+// nearest to typ, or "" when typ is known or nothing is near.
+func suggestType(typ string) string {
+	if _, err := (events.Filter{Type: typ}).Subjects("x"); err == nil {
+		return "" // known; the error is about something else
+	}
+	const cePrefix = "dev.dropship."
+	short, full := strings.CutPrefix(strings.ToLower(typ), cePrefix)
+	best, bestDist := "", 0
+	for _, known := range eventTypes() {
+		if d := editDistance(short, known); best == "" || d < bestDist {
+			best, bestDist = known, d
+		}
+	}
+	if bestDist > max(2, len(short)/3) {
+		return ""
+	}
+	if full {
+		best = cePrefix + best
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

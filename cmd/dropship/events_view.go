@@ -27,7 +27,7 @@ const (
 
 // Screen timing on a terminal.
 const (
-	tickInterval = 250 * time.Millisecond // bar redraws at most this often when only bars changed
+	tickInterval = 100 * time.Millisecond // bar redraws at most this often when only bars changed
 	barExpiry    = 5 * time.Minute        // a bar with no news for this long is removed
 )
 
@@ -95,7 +95,7 @@ type viewOptions struct {
 	term        terminal  // nil: plain lines, no escape sequences
 	style       lineStyle // home agent and colors; now is set per line
 	shown       []string  // subjects whose events are shown
-	since       time.Duration
+	since       string    // -since as given; "": no replay
 	now         func() time.Time
 }
 
@@ -277,8 +277,8 @@ func (v *view) checkDrops(f *feed) {
 
 // replayHint is a -since value that covers what was just missed.
 func (v *view) replayHint() string {
-	if v.since > 0 {
-		return v.since.String()
+	if v.since != "" {
+		return v.since
 	}
 	return "10m"
 }

@@ -97,21 +97,43 @@ func commands() []command {
 
 // Run is the whole program: it dispatches to a subcommand.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
-			return usagef("no command given")
-		}
+		return usagef("no command given")
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
 		return nil
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return nil
+		}
+		return Run(ctx, []string{args[1], "-h"}, stdout, stderr)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
+			err := c.run(ctx, args[1:], stdout, stderr)
+			var help *helpRequest
+			if errors.As(err, &help) {
+				help.fs.SetOutput(stdout)
+				help.fs.Usage()
+				return nil
+			}
+			return err
 		}
 	}
 	usage(stderr)
 	return usagef("unknown command %q", args[0])
 }
+
+// helpRequest is a subcommand's -h: Run prints the command's usage on
+// stdout and the exit status is 0.
+type helpRequest struct{ fs *flag.FlagSet }
+
+func (h *helpRequest) Error() string { return "dropship " + h.fs.Name() + " -h" }
+func (h *helpRequest) Unwrap() error { return flag.ErrHelp }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "dropship %s: push files from drop folders to SSH/SFTP servers, with events on NATS\n\nUsage: dropship <command> [flags]\n\nCommands:\n", version)
@@ -122,24 +144,31 @@ func usage(w io.Writer) {
 }
 
 // newFlags returns a FlagSet for a subcommand that reports errors as usage
-// errors instead of exiting.
+// errors instead of exiting. Its Usage writes to stderr (after a usage
+// mistake); -h writes it to stdout (see parseFlags and Run).
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: dropship %s %s\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: dropship %s %s\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
 }
 
-// parseFlags parses args and turns flag errors into usage errors.
+// parseFlags parses args and turns flag errors into usage errors, reported
+// once (by main), with a pointer to -h instead of the whole usage. -h
+// returns a *helpRequest.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &usageError{err.Error()}
+	out := fs.Output()
+	fs.SetOutput(io.Discard) // the flag package would print the error and the usage itself
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return &helpRequest{fs}
+	case err != nil:
+		return usagef("%s: %v (see 'dropship %s -h')", fs.Name(), err, fs.Name())
 	}
 	return nil
 }

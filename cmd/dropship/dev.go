@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"time"
+	"strings"
 
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/sftpd"
@@ -21,7 +23,9 @@ const devUser = "dev"
 // startDev prepares `run -dev`: folders under dir, a built-in SFTP server on a
 // free loopback port with a host key kept in dir (and pinned by the config),
 // a password login answered through the pty like a real partner's server, and
-// a config with the embedded NATS. It prints what to do next.
+// a config with the embedded NATS, written to dir/agent.toml and loaded from
+// there like any other. It prints what to do next, as commands that work as
+// printed (see selfCommand).
 func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -50,42 +54,196 @@ func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
 		return nil, nil, fmt.Errorf("start the built-in SFTP server: %w", err)
 	}
 
-	cfg := config.Default()
-	cfg.Agent.StateDir = state
-	cfg.Agent.ShutdownGrace = 5 * time.Second
-	t := config.DefaultTarget()
-	t.Name = "dev"
-	t.Host = "127.0.0.1"
-	t.Port = srv.Port()
-	t.User = devUser
-	t.PasswordFile = passwordFile
-	t.HostKey = srv.HostKeyFingerprint()
-	t.KnownHostsFile = filepath.Join(state, "known_hosts")
-	t.RemoteDir = remote
-	w := config.DefaultWatch()
-	w.Path = drop
-	w.Target = t.Name
-	w.Settle = time.Second
-	w.ArchiveDir = filepath.Join(drop, config.DefaultArchiveDir)
-	cfg.Targets = []config.Target{t}
-	cfg.Watches = []config.Watch{w}
-
-	fmt.Fprintf(stdout, `dropship %s — dev mode
+	natsListen, natsNote := devNATSListen()
+	file := filepath.Join(dir, "agent.toml")
+	conf := devConfig(devFiles{
+		state: state, drop: drop, remote: remote, password: passwordFile,
+		port: srv.Port(), hostKey: srv.HostKeyFingerprint(), natsListen: natsListen,
+	})
+	if err := os.WriteFile(file, []byte(conf), 0o640); err != nil {
+		_ = srv.Close()
+		return nil, nil, fmt.Errorf("write the -dev configuration: %w", err)
+	}
+	// The agent runs the file it wrote, read back like any other.
+	cfg, err := config.Load(file)
+	if err != nil {
+		_ = srv.Close()
+		return nil, nil, fmt.Errorf("the -dev configuration %s (this is a bug): %w", file, err)
+	}
+	natsURL := "nats://" + cfg.NATS.EmbeddedListen
+	cwd, _ := os.Getwd()
+	exe, _ := os.Executable()
+	self := selfCommand(exe, cwd, exec.LookPath)
+	c := shellQuote(file)
+	if natsNote != "" {
+		natsNote = "  (" + natsNote + ")"
+	}
+	fmt.Fprintf(stdout, `dropship %s: try-out mode (run -dev)
 
   drop files here:    %s
   they arrive here:   %s   (through the built-in SFTP server on 127.0.0.1:%d,
                       password login, host key pinned to %s)
   sent files go to:   %s
-  events:             dropship events -nats nats://%s          (or: nats sub '%s.>')
-  status:             dropship status -nats nats://%s -agent %s
+  configuration:      %s   (what this agent runs; copy it to start your own)
+  NATS:               %s, embedded%s
 
-  Try:  echo hello > %s
+  In another terminal:
+    echo hello > %s
+    %s events -c %s      # live, with progress bars
+    %s status -c %s
+    %s check -c %s
+    nats sub -s %s '%s.>'      # with the nats CLI
+
   Stop: Ctrl-C
 
-`, version, drop, remote, srv.Port(), srv.HostKeyFingerprint(), w.ArchiveDir,
-		cfg.NATS.EmbeddedListen, cfg.NATS.SubjectPrefix, cfg.NATS.EmbeddedListen, cfg.Agent.Name,
-		filepath.Join(drop, "hello.txt"))
+`, version, drop, remote, srv.Port(), srv.HostKeyFingerprint(), filepath.Join(drop, config.DefaultArchiveDir), file,
+		natsURL, natsNote,
+		shellQuote(filepath.Join(drop, "hello.txt")),
+		self, c, self, c, self, c,
+		natsURL, cfg.NATS.SubjectPrefix)
 	return cfg, func() { _ = srv.Close() }, nil
+}
+
+// devNATSListen is the embedded NATS address of -dev: 127.0.0.1:4222, or a
+// free port when something else has 4222 (a NATS server, another -dev), with
+// a note saying so.
+func devNATSListen() (listen, note string) {
+	const preferred = "127.0.0.1:4222"
+	l, err := net.Listen("tcp", preferred)
+	if err == nil {
+		_ = l.Close()
+		return preferred, ""
+	}
+	if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return preferred, "" // the agent will say what is wrong
+	}
+	listen = l.Addr().String()
+	_ = l.Close()
+	return listen, preferred + " is taken"
+}
+
+// devFiles are the values of the -dev configuration.
+type devFiles struct {
+	state, drop, remote, password string
+	port                          int
+	hostKey, natsListen           string
+}
+
+// devConfig is the agent.toml of -dev.
+func devConfig(f devFiles) string {
+	return fmt.Sprintf(`# The configuration of "dropship run -dev", rewritten at each start: copy it
+# to start your own (see /usr/share/doc/dropship/agent.toml.example or
+# agent.toml.example for every key). The SFTP server of its target is the one
+# built into "run -dev": it runs only while "run -dev" does.
+
+[agent]
+state_dir = %s
+shutdown_grace = "5s"
+
+[nats]
+url = ""                        # empty: an embedded NATS server (with JetStream)
+embedded_listen = %s
+
+[[target]]
+name = "dev"
+host = "127.0.0.1"
+port = %d
+user = %s
+password_file = %s
+host_key = %s   # pinned: the built-in server's key
+remote_dir = %s
+
+[[watch]]
+path = %s
+target = "dev"
+settle = "1s"
+after = "archive"               # into <path>/.dropship-sent
+`, tomlString(f.state), tomlString(f.natsListen), f.port, tomlString(devUser), tomlString(f.password),
+		tomlString(f.hostKey), tomlString(f.remote), tomlString(f.drop))
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@%+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// selfCommand is how to run this dropship again from a shell in dir, so
+// that the commands -dev prints work as printed: "dropship" when PATH finds
+// this executable; "go run ./cmd/dropship" (relative to dir) when it was
+// started by go run, whose executable is a temporary one; its absolute
+// path otherwise.
+func selfCommand(exe, dir string, lookPath func(string) (string, error)) string {
+	if exe == "" {
+		return "dropship"
+	}
+	if p, err := lookPath("dropship"); err == nil && sameFile(p, exe) {
+		return "dropship"
+	}
+	if filepath.Base(filepath.Dir(exe)) == "exe" && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+		if root := moduleRoot(dir); root != "" {
+			rel, err := filepath.Rel(dir, filepath.Join(root, "cmd", "dropship"))
+			if err == nil {
+				if rel == "." || strings.HasPrefix(rel, "..") {
+					return "go run " + shellQuote(rel)
+				}
+				return "go run " + shellQuote("./"+rel)
+			}
+		}
+		return "go run github.com/dropship/dropship/cmd/dropship@latest"
+	}
+	return shellQuote(exe)
+}
+
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// moduleRoot is the folder at or above dir whose go.mod is dropship's, or "".
+func moduleRoot(dir string) string {
+	for d := dir; ; {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+					if strings.Trim(f[1], `"`) == "github.com/dropship/dropship" {
+						return d
+					}
+					return ""
+				}
+			}
+		}
+		parent := filepath.Dir(d)
+		if parent == d {
+			return ""
+		}
+		d = parent
+	}
 }
 
 // devPassword returns the -dev password, creating it (mode 0600) on first use.

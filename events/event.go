@@ -31,12 +31,15 @@ const (
 	TypeTransferRetrying  = typePrefix + "transfer.retrying"
 	TypeTransferCompleted = typePrefix + "transfer.completed"
 	TypeTransferFailed    = typePrefix + "transfer.failed"
-	TypeProgress          = typePrefix + "transfer.progress"
-	TypeLog               = typePrefix + "transfer.log"
-	TypeAgentStarted      = typePrefix + "agent.started"
-	TypeAgentReloaded     = typePrefix + "agent.reloaded"
-	TypeAgentStopping     = typePrefix + "agent.stopping"
-	TypeAgentError        = typePrefix + "agent.error"
+	// TypeTransferPostFailed: a delivered file could not be archived,
+	// deleted or moved to failed_dir.
+	TypeTransferPostFailed = typePrefix + "transfer.post-failed"
+	TypeProgress           = typePrefix + "transfer.progress"
+	TypeLog                = typePrefix + "transfer.log"
+	TypeAgentStarted       = typePrefix + "agent.started"
+	TypeAgentReloaded      = typePrefix + "agent.reloaded"
+	TypeAgentStopping      = typePrefix + "agent.stopping"
+	TypeAgentError         = typePrefix + "agent.error"
 )
 
 // Type is the CloudEvents type of a lifecycle event in state s, such as
@@ -81,8 +84,9 @@ type ErrorInfo struct {
 
 // Transfer is the data of a transfer lifecycle event. Every field is always
 // present in the JSON (null or zero when not known yet) except error, which is
-// present only on retrying and failed events, reason, present on queued
-// events, and next_attempt_at, present on retrying events.
+// present only on retrying, failed and post-failed events, reason, present on
+// queued events, and next_attempt_at, present on retrying and post-failed
+// events.
 type Transfer struct {
 	TransferID      string     `json:"transfer_id"`      // stable across attempts
 	Attempt         int        `json:"attempt"`          // 1 for the first attempt; 0 while queued
@@ -98,11 +102,12 @@ type Transfer struct {
 	DurationSeconds float64    `json:"duration_seconds"` // of this attempt
 	BytesPerSecond  float64    `json:"bytes_per_second"` // average over this attempt
 	ExitCode        *int       `json:"exit_code"`        // of the OpenSSH client, once it exited
-	Error           *ErrorInfo `json:"error,omitempty"`  // retrying and failed only
+	Error           *ErrorInfo `json:"error,omitempty"`  // retrying, failed and post-failed only
 	// Reason says why the file was judged ready (queued only), e.g.
 	// "settled 2s" or "marker x.done".
 	Reason string `json:"reason,omitempty"`
-	// NextAttemptAt is when the next attempt is due (retrying only).
+	// NextAttemptAt is when the next attempt is due (retrying only), or,
+	// on a post-failed event, when the archive, delete or move is tried again.
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 	// Warning says what looks wrong about this version of the file and what
 	// to do, e.g. that it reappeared right after an earlier version was
@@ -177,7 +182,8 @@ func New(natsSubject, typ, source, subject string, data any) (Event, error) {
 
 // NewTransfer returns the lifecycle event of d in state, on
 // s.Transfer(d.Target.Name, state). d.Agent defaults to s.Agent and times are
-// stored in UTC. d.Error must be set exactly for retrying and failed events.
+// stored in UTC. d.Error must be set exactly for retrying, failed and
+// post-failed events.
 func NewTransfer(s Subjects, state TransferState, d Transfer) (Event, error) {
 	if !slices.Contains(TransferStates, state) {
 		return Event{}, fmt.Errorf("new transfer event: unknown state %q", state)
@@ -185,7 +191,7 @@ func NewTransfer(s Subjects, state TransferState, d Transfer) (Event, error) {
 	if d.Target.Name == "" {
 		return Event{}, fmt.Errorf("new transfer %s event: no target name", state)
 	}
-	failing := state == TransferRetrying || state == TransferFailed
+	failing := state == TransferRetrying || state == TransferFailed || state == TransferPostFailed
 	if failing && d.Error == nil {
 		return Event{}, fmt.Errorf("new transfer %s event: no error information", state)
 	}

@@ -94,6 +94,12 @@ func goldenEvents(t *testing.T) map[string]Event {
 	failed.Error = &ErrorInfo{Class: "auth", Message: "Permission denied (publickey,password).", Retryable: false}
 	add(NewTransfer(s, TransferFailed, failed))
 
+	// The completed transfer above, whose source could not be archived.
+	postFailed := goldenTransfer(2)
+	postFailed.Error = &ErrorInfo{Class: "archive", Message: "archive into /srv/drop/acme/.dropship-sent: rename /srv/drop/acme/invoices/2025-03/INV-10442.pdf: permission denied: the folder /srv/drop/acme/invoices/2025-03 (owner alice, group alice, mode drwxr-xr-x) is not writable by dropship: make the watch folder setgid and its sub-folders group-writable (see the README)", Retryable: true}
+	postFailed.NextAttemptAt = at(31*time.Second + 500*time.Millisecond) // retry_backoff 5s
+	add(NewTransfer(s, TransferPostFailed, postFailed))
+
 	add(NewProgress(s, Progress{
 		TransferID:     goldenTID,
 		Attempt:        2,
@@ -130,17 +136,18 @@ func goldenEvents(t *testing.T) map[string]Event {
 	// queued, the first attempt times out, the second completes (or, in the
 	// failed example, is refused).
 	times := map[string]time.Duration{
-		TypeAgentStarted:      -5 * time.Second,
-		TypeTransferQueued:    0,
-		TypeTransferStarted:   time.Second,
-		TypeTransferRetrying:  16*time.Second + 250*time.Millisecond,
-		TypeLog:               22*time.Second + 310*time.Millisecond,
-		TypeProgress:          24*time.Second + 500*time.Millisecond,
-		TypeTransferCompleted: 26*time.Second + 500*time.Millisecond,
-		TypeTransferFailed:    23 * time.Second,
-		TypeAgentReloaded:     time.Hour,
-		TypeAgentError:        time.Hour + time.Second,
-		TypeAgentStopping:     2 * time.Hour,
+		TypeAgentStarted:       -5 * time.Second,
+		TypeTransferQueued:     0,
+		TypeTransferStarted:    time.Second,
+		TypeTransferRetrying:   16*time.Second + 250*time.Millisecond,
+		TypeLog:                22*time.Second + 310*time.Millisecond,
+		TypeProgress:           24*time.Second + 500*time.Millisecond,
+		TypeTransferCompleted:  26*time.Second + 500*time.Millisecond,
+		TypeTransferFailed:     23 * time.Second,
+		TypeAgentReloaded:      time.Hour,
+		TypeAgentError:         time.Hour + time.Second,
+		TypeAgentStopping:      2 * time.Hour,
+		TypeTransferPostFailed: 26*time.Second + 500*time.Millisecond,
 	}
 	for i, typ := range allTypes {
 		ev, ok := evs[typ]
@@ -169,6 +176,7 @@ var allTypes = []string{
 	TypeTransferQueued, TypeTransferStarted, TypeTransferRetrying, TypeTransferCompleted, TypeTransferFailed,
 	TypeProgress, TypeLog,
 	TypeAgentStarted, TypeAgentReloaded, TypeAgentStopping, TypeAgentError,
+	TypeTransferPostFailed,
 }
 
 // TestGoldenEnvelopes pins the JSON of every event type, as subscribers and
@@ -253,7 +261,7 @@ func TestEnvelopeAttributes(t *testing.T) {
 				}
 			}
 			_, hasErr := data["error"]
-			if want := state == TransferFailed || state == TransferRetrying; hasErr != want {
+			if want := state == TransferFailed || state == TransferRetrying || state == TransferPostFailed; hasErr != want {
 				t.Errorf("%s: data.error present = %v, want %v", typ, hasErr, want)
 			}
 			if m["subject"] != goldenLocal {

@@ -43,10 +43,14 @@ const (
 	TransferRetrying  TransferState = "retrying"  // an attempt failed; another is scheduled
 	TransferCompleted TransferState = "completed" // delivered under its final remote name
 	TransferFailed    TransferState = "failed"    // failed for good
+	// TransferPostFailed: delivered (its completed event was sent), but the
+	// local file could not be archived, deleted or moved to failed_dir. It
+	// stays where it is and is tried again with backoff; the event says why.
+	TransferPostFailed TransferState = "post-failed"
 )
 
 // TransferStates lists every [TransferState].
-var TransferStates = []TransferState{TransferQueued, TransferStarted, TransferRetrying, TransferCompleted, TransferFailed}
+var TransferStates = []TransferState{TransferQueued, TransferStarted, TransferRetrying, TransferCompleted, TransferFailed, TransferPostFailed}
 
 // AgentState is the state in an agent event.
 type AgentState string

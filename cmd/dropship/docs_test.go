@@ -179,7 +179,7 @@ func eventTypesTable(t *testing.T) string {
 // docTypes lists every event type in the order the docs present them.
 var docTypes = []string{
 	events.TypeTransferQueued, events.TypeTransferStarted, events.TypeTransferRetrying,
-	events.TypeTransferCompleted, events.TypeTransferFailed, events.TypeProgress, events.TypeLog,
+	events.TypeTransferCompleted, events.TypeTransferFailed, events.TypeTransferPostFailed, events.TypeProgress, events.TypeLog,
 	events.TypeAgentStarted, events.TypeAgentReloaded, events.TypeAgentStopping, events.TypeAgentError,
 }
 

@@ -154,7 +154,26 @@ func printStatus(w io.Writer, st agent.Status) {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "WATCH\tTARGET\tPROBLEM")
 		for _, wt := range st.Watches {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", wt.Path, wt.Target, wt.Problem)
+			var problems []string
+			if wt.Problem != "" {
+				problems = append(problems, wt.Problem)
+			}
+			if wt.PostFailed > 0 {
+				problems = append(problems, fmt.Sprintf("POST-FAILED %d: delivered but not archived, deleted or moved (below)", wt.PostFailed))
+			}
+			if wt.Risk != "" {
+				problems = append(problems, "RISK: "+wt.Risk)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", wt.Path, wt.Target, strings.Join(problems, "; "))
+		}
+		tw.Flush()
+	}
+	if len(st.PostFailed) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "DELIVERED, NOT ARCHIVED/DELETED (fix, then dropship retry ID)\tFILE\tTARGET\tOPERATION\tATTEMPTS\tSINCE\tNEXT TRY\tERROR")
+		for _, f := range st.PostFailed {
+			fmt.Fprintf(tw, "%s\t%q\t%s\t%s\t%d\t%s\t%s\t%s\n", f.ID, f.Path, f.Target, f.Operation, f.Attempts, f.Since.Local().Format(time.RFC3339), f.NextTry.Local().Format(time.RFC3339), f.Error)
 		}
 		tw.Flush()
 	}
@@ -194,6 +213,9 @@ func retryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	fmt.Fprintf(stdout, "%d file(s) queued again\n", resp.Requeued)
+	if resp.PostRetried > 0 {
+		fmt.Fprintf(stdout, "%d delivered file(s): archive, delete or move tried again (dropship status shows what still fails)\n", resp.PostRetried)
+	}
 	for _, w := range resp.Waiting {
 		fmt.Fprintf(stdout, "target %s: its login was refused (%s); it is tried again at %s, when its backoff allows, not sooner\n", w.Target, w.Class, w.Next.Local().Format(time.RFC3339))
 	}

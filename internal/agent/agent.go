@@ -61,6 +61,7 @@ type Agent struct {
 	newer       map[string]watcher.File    // a newer version seen while sending
 	recent      map[string]recentDelivery  // keys delivered lately, for the pieces warning
 	postq       []string                   // keys waiting for post-processing (archive, delete, failed_dir)
+	postFails   map[string]*postFailure    // keys whose post-processing failed, until it succeeds
 	watchErrs   map[string]*watcher.Error  // last operational problem per watch
 	writer      *journalWriter
 	ctlDir      string
@@ -98,6 +99,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		newer:     map[string]watcher.File{},
 		recent:    map[string]recentDelivery{},
 		watchErrs: map[string]*watcher.Error{},
+		postFails: map[string]*postFailure{},
 		intake:    make(chan intakeFile, 1024),
 		fatal:     make(chan error, 1),
 	}, nil
@@ -173,7 +175,9 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	a.sweep() // post-processing left over from the last run
 	watchdog := time.NewTicker(10 * time.Second)
 	defer watchdog.Stop()
-	sweep := time.NewTicker(30 * time.Second)
+	// Post-processing that failed is due by its own backoff; the sweep
+	// only looks.
+	sweep := time.NewTicker(time.Second)
 	defer sweep.Stop()
 	var runErr error
 loop:

@@ -12,6 +12,7 @@ import (
 	"github.com/dropship/dropship/events"
 	"github.com/dropship/dropship/internal/journal"
 	"github.com/dropship/dropship/transfer"
+	"github.com/dropship/dropship/watcher"
 )
 
 // Status is what `dropship status` shows: the answer of the control
@@ -27,6 +28,25 @@ type Status struct {
 	// Failed lists the files that failed for good (oldest first, at most
 	// maxStatusFiles): what `dropship retry ID` takes.
 	Failed []FileStatus `json:"failed,omitempty"`
+	// PostFailed lists the files delivered (or failed for good) whose
+	// archive, delete or move to failed_dir failed (oldest first, at most
+	// maxStatusFiles): they stay where they are and are tried again with
+	// backoff, or at once by `dropship retry ID`.
+	PostFailed []PostFailedStatus `json:"post_failed,omitempty"`
+}
+
+// PostFailedStatus is one file in Status.PostFailed.
+type PostFailedStatus struct {
+	ID     string `json:"transfer_id"`
+	Path   string `json:"path"`
+	Watch  string `json:"watch"`
+	Target string `json:"target"`
+	// Operation is what failed: "archive", "delete" or "failed-dir".
+	Operation string    `json:"operation"`
+	Error     string    `json:"error"`
+	Attempts  int       `json:"attempts"`
+	Since     time.Time `json:"since"`
+	NextTry   time.Time `json:"next_try"`
 }
 
 // maxStatusFiles bounds the files listed in Status.
@@ -66,6 +86,13 @@ type WatchStatus struct {
 	Path    string `json:"path"`
 	Target  string `json:"target"`
 	Problem string `json:"problem,omitempty"`
+	// Risk says why readiness rests on the settle period alone for some
+	// files of this watch (no CAP_LEASE, a network file system), and what
+	// to do.
+	Risk string `json:"risk,omitempty"`
+	// PostFailed counts its files that were delivered but could not be
+	// archived, deleted or moved (Status.PostFailed lists them).
+	PostFailed int `json:"post_failed,omitempty"`
 }
 
 // RetryRequest asks to send failed files again: the one with transfer id (or
@@ -79,8 +106,11 @@ type RetryRequest struct {
 // whose login was refused, when they will be tried: a retry does not log in
 // again before the target's backoff allows.
 type RetryResponse struct {
-	Requeued int             `json:"requeued"`
-	Waiting  []TargetWaiting `json:"waiting,omitempty"`
+	Requeued int `json:"requeued"`
+	// PostRetried counts delivered files whose archive, delete or move to
+	// failed_dir failed earlier and is tried again at once.
+	PostRetried int             `json:"post_retried,omitempty"`
+	Waiting     []TargetWaiting `json:"waiting,omitempty"`
 }
 
 // TargetWaiting is a target that a retry does not try at once.
@@ -129,7 +159,7 @@ func startControl(a *Agent) (*control, error) {
 				return
 			}
 			resp := a.Retry(r)
-			if r.ID != "" && resp.Requeued == 0 {
+			if r.ID != "" && resp.Requeued == 0 && resp.PostRetried == 0 {
 				respond(req, nil, fmt.Errorf("no failed or waiting transfer with id or path %q", r.ID))
 				return
 			}
@@ -190,11 +220,28 @@ func (a *Agent) Status() Status {
 	if len(st.Failed) > maxStatusFiles {
 		st.Failed = st.Failed[len(st.Failed)-maxStatusFiles:]
 	}
+	postFailed := map[string]int{}
+	for key, pf := range a.postFails {
+		if a.recs[key] == nil {
+			continue
+		}
+		postFailed[pf.Watch]++
+		st.PostFailed = append(st.PostFailed, PostFailedStatus{ID: pf.ID, Path: pf.Path, Watch: pf.Watch, Target: pf.Target, Operation: pf.Op, Error: pf.Err, Attempts: pf.Attempts, Since: pf.Since, NextTry: pf.Next})
+	}
+	slices.SortFunc(st.PostFailed, func(x, y PostFailedStatus) int { return x.Since.Compare(y.Since) })
+	if len(st.PostFailed) > maxStatusFiles {
+		st.PostFailed = st.PostFailed[:maxStatusFiles]
+	}
 	for _, wc := range a.cfg.Watches {
 		ws := WatchStatus{Path: wc.Path, Target: wc.Target}
-		if e := a.watchErrs[wc.Path]; e != nil {
+		if w := a.watches[wc.Path]; w != nil {
+			ws.Risk = w.risk
+		}
+		// The watcher's own writer-check notice says what Risk says.
+		if e := a.watchErrs[wc.Path]; e != nil && (e.Kind != watcher.KindWriterCheck || ws.Risk == "") {
 			ws.Problem = e.Error()
 		}
+		ws.PostFailed = postFailed[wc.Path]
 		st.Watches = append(st.Watches, ws)
 	}
 	return st
@@ -250,6 +297,16 @@ func (a *Agent) Retry(r RetryRequest) RetryResponse {
 			}
 		}
 	}
+	// Post-processing that failed is tried at once (its backoff is over).
+	postRetried := 0
+	for key, pf := range a.postFails {
+		rec := a.recs[key]
+		if rec == nil || rec.State != journal.Sent || !(r.Failed || pf.ID == r.ID || pf.Path == r.ID) {
+			continue
+		}
+		pf.Next = time.Time{}
+		postRetried++
+	}
 	slices.SortFunc(ops, func(x, y journal.Op) int { return x.Put.QueuedAt.Compare(y.Put.QueuedAt) })
 	if len(ops) > 0 {
 		// Before a worker can take them (see intakeLoop).
@@ -260,7 +317,11 @@ func (a *Agent) Retry(r RetryRequest) RetryResponse {
 	if len(ops) > 0 {
 		a.logger.Info("queued again on request", "files", len(ops))
 	}
-	resp := RetryResponse{Requeued: len(ops)}
+	if postRetried > 0 {
+		a.logger.Info("post-processing tried again on request", "files", postRetried)
+		a.sweep()
+	}
+	resp := RetryResponse{Requeued: len(ops), PostRetried: postRetried}
 	for _, w := range waiting {
 		a.logger.Info("retry: the target's login was refused; it is tried again when its backoff allows", keyTarget, w.Target, keyClass, w.Class, "next_attempt_at", w.Next)
 		resp.Waiting = append(resp.Waiting, w)

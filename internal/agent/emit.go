@@ -19,6 +19,8 @@ const (
 	stateRetrying  = events.TransferRetrying
 	stateCompleted = events.TransferCompleted
 	stateFailed    = events.TransferFailed
+	// statePostFailed: delivered, but not archived, deleted or moved.
+	statePostFailed = events.TransferPostFailed
 )
 
 // progressInterval is the most often a transfer publishes progress.
@@ -64,7 +66,7 @@ func (a *Agent) transferEvent(t *target, rec *journal.Record, state events.Trans
 		if errors.As(cause, &te) {
 			msg = te.Message
 		}
-		d.Error = &events.ErrorInfo{Class: string(class), Message: msg, Retryable: state == stateRetrying}
+		d.Error = &events.ErrorInfo{Class: string(class), Message: msg, Retryable: state == stateRetrying || state == statePostFailed}
 		d.NextAttemptAt = next
 	}
 	ev, err := events.NewTransfer(a.subj, state, d)

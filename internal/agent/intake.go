@@ -16,6 +16,7 @@ import (
 type watch struct {
 	cfg  config.Watch
 	w    *watcher.Watcher
+	risk string // why readiness rests on settle alone for some files, and what to do; "" when it does not
 	wg   sync.WaitGroup
 	once sync.Once
 }
@@ -44,7 +45,11 @@ func (a *Agent) startWatch(cfg config.Watch) (*watch, error) {
 	if err != nil {
 		return nil, err
 	}
-	ws := &watch{cfg: cfg, w: w}
+	ws := &watch{cfg: cfg, w: w, risk: watcher.ReadinessRisk(cfg.Path, cfg.Settle, cfg.ReadyMarker, watcher.SelfAbilities())}
+	if ws.risk != "" {
+		// Said before any file is judged, not only once the first one is.
+		a.logger.Warn("this watch cannot always tell a complete file from one still being written", "watch", cfg.Path, "risk", ws.risk)
+	}
 	ws.wg.Add(2)
 	go func() {
 		defer ws.wg.Done()

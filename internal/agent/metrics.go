@@ -30,6 +30,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	lastOK   *prometheus.GaugeVec
 	watchErr *prometheus.CounterVec
+	postErr  *prometheus.CounterVec
 
 	srv  *http.Server
 	done chan struct{}
@@ -61,6 +62,10 @@ func newMetrics(a *Agent) *metrics {
 			Name: "dropship_watch_problems_total",
 			Help: "Operational problems of watches (overflow, watch-limit, root-gone, ...), by watch and kind.",
 		}, []string{"watch", "kind"}),
+		postErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dropship_post_failures_total",
+			Help: "Failed tries to archive, delete or move to failed_dir a file after its transfer, by watch and operation (archive, delete, failed-dir).",
+		}, []string{"watch", "operation"}),
 	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "dropship_build_info",
@@ -68,7 +73,7 @@ func newMetrics(a *Agent) *metrics {
 		ConstLabels: prometheus.Labels{"version": a.opts.Version, "goversion": runtime.Version()},
 	})
 	info.Set(1)
-	m.reg.MustRegister(m.outcomes, m.bytes, m.duration, m.lastOK, m.watchErr, info, stateCollector{a},
+	m.reg.MustRegister(m.outcomes, m.bytes, m.duration, m.lastOK, m.watchErr, m.postErr, info, stateCollector{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -101,16 +106,21 @@ func (m *metrics) listen(addr string) error {
 	return nil
 }
 
-// readyz answers 200 when NATS is connected, every watch is watched and no
-// target is failing for a reason that needs an operator; 503 otherwise. The
-// body lists the problems as JSON either way.
+// readyz answers 200 when NATS is connected, every watch is watched, no
+// target is failing for a reason that needs an operator and every delivered
+// file was archived or deleted as `after` says; 503 otherwise. The body lists
+// the problems as JSON either way; "degraded" is true when the agent still
+// delivers and only post-processing fails (files delivered but left in the
+// watch folder).
 func (m *metrics) readyz(w http.ResponseWriter, _ *http.Request) {
 	problems := m.a.readiness()
+	degraded := m.a.degradations()
+	all := append(problems, degraded...)
 	w.Header().Set("Content-Type", "application/json")
-	if len(problems) > 0 {
+	if len(all) > 0 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(problems) == 0, "problems": problems})
+	_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(all) == 0, "degraded": len(problems) == 0 && len(degraded) > 0, "problems": all})
 }
 
 func (m *metrics) close() {
@@ -145,6 +155,13 @@ func (m *metrics) watchProblem(watch string, kind watcher.Kind) {
 	m.watchErr.WithLabelValues(watch, kind.String()).Inc()
 }
 
+func (m *metrics) postFailure(watch, op string) {
+	if m == nil {
+		return
+	}
+	m.postErr.WithLabelValues(watch, op).Inc()
+}
+
 // readiness lists what keeps the agent from doing its job.
 func (a *Agent) readiness() []string {
 	var problems []string
@@ -169,6 +186,39 @@ func (a *Agent) readiness() []string {
 	return problems
 }
 
+// degradations lists what the agent does not finish although it delivers:
+// per watch, the files whose archive, delete or move to failed_dir failed.
+func (a *Agent) degradations() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	type count struct {
+		n     int
+		first *postFailure
+	}
+	byWatch := map[string]*count{}
+	for key, pf := range a.postFails {
+		if a.recs[key] == nil {
+			continue
+		}
+		c := byWatch[pf.Watch]
+		if c == nil {
+			c = &count{}
+			byWatch[pf.Watch] = c
+		}
+		c.n++
+		if c.first == nil || pf.Since.Before(c.first.Since) {
+			c.first = pf
+		}
+	}
+	var out []string
+	for _, wc := range a.cfg.Watches {
+		if c := byWatch[wc.Path]; c != nil {
+			out = append(out, fmt.Sprintf("watch %s: %d file(s) delivered but not archived, deleted or moved (%s of %s: %s); see dropship status", wc.Path, c.n, c.first.Op, c.first.Path, c.first.Err))
+		}
+	}
+	return out
+}
+
 // stateCollector reports the gauges that are read from the agent's state.
 type stateCollector struct{ a *Agent }
 
@@ -180,10 +230,11 @@ var (
 	descOutbox  = prometheus.NewDesc("dropship_outbox_depth", "Lifecycle events journaled but not yet acknowledged by JetStream.", nil, nil)
 	descNATS    = prometheus.NewDesc("dropship_nats_connected", "1 when the NATS connection is up.", nil, nil)
 	descDisc    = prometheus.NewDesc("dropship_nats_disconnects_total", "Times the NATS connection was lost.", nil, nil)
+	descPost    = prometheus.NewDesc("dropship_post_failed_files", "Files delivered (or failed for good) whose archive, delete or move to failed_dir failed and waits for its next try, by watch.", []string{"watch"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc} {
+	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc, descPost} {
 		ch <- d
 	}
 }
@@ -223,5 +274,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			failing = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, failing, name, string(t.failClass))
+	}
+	postFailed := map[string]int{}
+	for key, pf := range a.postFails {
+		if a.recs[key] != nil {
+			postFailed[pf.Watch]++
+		}
+	}
+	for _, wc := range a.cfg.Watches {
+		ch <- prometheus.MustNewConstMetric(descPost, prometheus.GaugeValue, float64(postFailed[wc.Path]), wc.Path)
 	}
 }

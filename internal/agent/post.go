@@ -6,13 +6,16 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/journal"
+	"github.com/dropship/dropship/transfer"
 )
 
 // identity is what tells one version of a file from another.
@@ -43,8 +46,8 @@ func (a *Agent) postProcess(jobs []*job) {
 }
 
 // finish post-processes the records with the given keys: sent files per
-// `after`, files failed for good into failed_dir. What fails is retried by
-// the periodic sweep.
+// `after`, files failed for good into failed_dir. What fails is tried again
+// by the periodic sweep, with backoff (see postFailed).
 func (a *Agent) finish(keys []string) {
 	var ops []journal.Op
 	for _, key := range keys {
@@ -56,30 +59,152 @@ func (a *Agent) finish(keys []string) {
 		}
 		a.mu.Unlock()
 		if rec == nil || w == nil {
+			a.postDone(key, nil)
 			continue
 		}
 		var op *journal.Op
 		var err error
+		what := postOperation(rec, w)
 		switch rec.State {
 		case journal.Sent:
 			op, err = a.afterSent(rec, w)
 		case journal.Failed:
 			op, err = a.afterFailed(rec, w)
 		default:
+			a.postDone(key, nil)
 			continue
 		}
 		if err != nil {
-			a.logger.Error("post-processing failed; will try again", keyTransferID, rec.ID, keyFile, rec.Path, "after", w.After, keyErr, err)
-			a.mu.Lock()
-			a.postq = append(a.postq, key)
-			a.mu.Unlock()
+			if ev := a.postFailed(rec, w, what, err); ev != nil {
+				ops = append(ops, *ev)
+			}
 			continue
 		}
+		a.postDone(key, rec)
 		if op != nil {
 			ops = append(ops, *op)
 		}
 	}
 	a.commit(ops...)
+}
+
+// The operations of post-processing, as post-failed events and status name
+// them (error.class).
+const (
+	postArchive   = "archive"
+	postDelete    = "delete"
+	postFailedDir = "failed-dir"
+)
+
+// postOperation names what post-processing does to rec.
+func postOperation(rec *journal.Record, w *config.Watch) string {
+	switch {
+	case rec.State == journal.Failed:
+		return postFailedDir
+	case w.After == config.AfterDelete:
+		return postDelete
+	default:
+		return postArchive
+	}
+}
+
+// postFailure is a file whose archive, delete or move to failed_dir failed:
+// it stays where it is, and is tried again with backoff (the target's
+// retry_backoff, doubling up to retry_backoff_max), not at every sweep. It
+// is kept in memory only: after a restart, the first failure is reported
+// again.
+type postFailure struct {
+	ID, Path, Watch, Target string
+	Op                      string // postArchive, postDelete or postFailedDir
+	Err                     string
+	Attempts                int
+	Since, Next             time.Time
+}
+
+// postFailed records a failed post-processing of rec, schedules the next
+// try, and returns the post-failed event to journal: for the first failure
+// of this transfer, and again when the error changes, not at every try.
+func (a *Agent) postFailed(rec *journal.Record, w *config.Watch, what string, err error) *journal.Op {
+	msg := postMessage(err)
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pf := a.postFails[rec.Key]
+	first := pf == nil || pf.ID != rec.ID
+	if first {
+		pf = &postFailure{ID: rec.ID, Path: rec.Path, Watch: rec.Watch, Target: rec.Target, Since: now}
+		a.postFails[rec.Key] = pf
+	}
+	changed := first || pf.Err != msg || pf.Op != what
+	pf.Op, pf.Err = what, msg
+	pf.Attempts++
+	base, ceiling := 5*time.Second, 5*time.Minute
+	t := a.targets[rec.Target]
+	if t != nil {
+		base, ceiling = t.cfg.RetryBackoff, t.cfg.RetryBackoffMax
+	}
+	pf.Next = now.Add(backoff(base, ceiling, pf.Attempts))
+	a.postq = append(a.postq, rec.Key)
+	a.metrics.postFailure(rec.Watch, what)
+	if !changed {
+		a.logger.Warn("post-processing failed again; will try again later", keyTransferID, rec.ID, keyFile, rec.Path, "after", what, "attempts", pf.Attempts, "next_try", pf.Next, keyErr, msg)
+		return nil
+	}
+	a.logger.Error("delivered, but post-processing failed: the file stays where it is; fix the cause, then `dropship retry ID` tries at once", keyTransferID, rec.ID, keyFile, rec.Path, "after", what, "attempts", pf.Attempts, "next_try", pf.Next, keyErr, msg)
+	if t == nil {
+		return nil
+	}
+	cause := &transfer.Error{Class: transfer.Class(what), Message: msg, ExitCode: -1}
+	next := pf.Next
+	ev := a.transferEvent(t, rec, statePostFailed, time.Time{}, time.Time{}, cause, &next)
+	return &journal.Op{Events: []journal.Event{ev}}
+}
+
+// postDone forgets the post-processing failure of key, if any: it succeeded
+// (rec non-nil), or there is nothing left to do.
+func (a *Agent) postDone(key string, rec *journal.Record) {
+	a.mu.Lock()
+	pf := a.postFails[key]
+	delete(a.postFails, key)
+	a.mu.Unlock()
+	if pf != nil && rec != nil && pf.ID == rec.ID {
+		a.logger.Info("post-processing done after earlier failures", keyTransferID, rec.ID, keyFile, rec.Path, "after", pf.Op, "attempts", pf.Attempts+1)
+	}
+}
+
+// postMessage is err for an operator: for a refused permission, which
+// folder, whose it is, and what to do.
+func postMessage(err error) string {
+	msg := err.Error()
+	if !errors.Is(err, fs.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+		return msg
+	}
+	var pathErr *fs.PathError
+	var linkErr *os.LinkError
+	p := ""
+	switch {
+	case errors.As(err, &linkErr):
+		p = linkErr.Old
+	case errors.As(err, &pathErr):
+		p = pathErr.Path
+	}
+	if errors.Is(err, syscall.EROFS) {
+		return msg + ": the file system is read-only for dropship (under systemd: add the folder to ReadWritePaths= in a drop-in, see the README)"
+	}
+	if p == "" {
+		return msg
+	}
+	dir := filepath.Dir(p)
+	fi, serr := os.Stat(dir)
+	if serr != nil {
+		return msg
+	}
+	who := ""
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		who = fmt.Sprintf("owner %s, group %s, ", userName(int(st.Uid)), groupName(int(st.Gid)))
+	}
+	me := userName(os.Geteuid())
+	return fmt.Sprintf("%s: the folder %s (%smode %s) is not writable by %s: make the watch folder setgid with a group %s is in, and its sub-folders group-writable (uploaders' umask 002 or 007, or a default ACL: setfacl -d -m g:GROUP:rwX), see the README", msg, dir, who, fi.Mode().String(), me, me)
 }
 
 // afterSent applies `after` to a delivered file. A file that changed since it
@@ -179,14 +304,29 @@ func (a *Agent) afterFailed(rec *journal.Record, w *config.Watch) (*journal.Op, 
 	return a.forget(rec), nil
 }
 
-// sweep retries post-processing that failed earlier.
-func (a *Agent) sweep() {
+// sweep retries post-processing that failed earlier, for the files whose
+// backoff is over (all of them with now set, as `dropship retry` asks).
+func (a *Agent) sweep() { a.sweepAt(time.Now(), false) }
+
+func (a *Agent) sweepAt(now time.Time, all bool) {
 	a.mu.Lock()
-	keys := a.postq
-	a.postq = nil
+	var due, later []string
+	seen := map[string]bool{}
+	for _, key := range a.postq {
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if pf := a.postFails[key]; pf != nil && !all && now.Before(pf.Next) {
+			later = append(later, key)
+			continue
+		}
+		due = append(due, key)
+	}
+	a.postq = later
 	a.mu.Unlock()
-	if len(keys) > 0 {
-		a.finish(keys)
+	if len(due) > 0 {
+		a.finish(due)
 	}
 }
 
@@ -250,4 +390,20 @@ func removeIfExists(p string) error {
 		return err
 	}
 	return nil
+}
+
+// userName names uid, or says "uid N" when it has no name.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(uid)
+}
+
+// groupName names gid, or says "gid N" when it has no name.
+func groupName(gid int) string {
+	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil && g.Name != "" {
+		return g.Name
+	}
+	return "gid " + strconv.Itoa(gid)
 }

@@ -24,7 +24,7 @@ _dropship() {
     case " $files " in *" $prev "*) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
     case " $dirs " in *" $prev "*) COMPREPLY=($(compgen -d -- "$cur")); return ;; esac
     if [ "$prev" = -type ]; then
-        COMPREPLY=($(compgen -W "all transfer progress log agent queued started retrying completed failed transfer.queued transfer.started transfer.retrying transfer.completed transfer.failed agent.started agent.reloaded agent.stopping agent.error" -- "$cur"))
+        COMPREPLY=($(compgen -W "all transfer progress log agent queued started retrying completed failed post-failed transfer.queued transfer.started transfer.retrying transfer.completed transfer.failed transfer.post-failed agent.started agent.reloaded agent.stopping agent.error" -- "$cur"))
         return
     fi
     case " $values " in *" $prev "*) return ;; esac

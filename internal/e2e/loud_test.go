@@ -1,0 +1,192 @@
+package e2e
+
+// Problems an operator must act on are loud (issue 12, points 2 and 3): a
+// file delivered but left in the watch folder, a watch whose readiness
+// rests on the settle period alone, a watch folder the agent's user cannot
+// read or write.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/agent"
+	"github.com/dropship/dropship/internal/sshdtest"
+)
+
+// needRoot skips a test that must run the agent (or check) as another user.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the agent can run as another user only when the test runs as root")
+	}
+}
+
+// readyz fetches /readyz and decodes it.
+func readyz(t testing.TB, addr string) (int, map[string]any) {
+	t.Helper()
+	code, body := get(t, "http://"+addr+"/readyz")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(body), &m); err != nil {
+		t.Fatalf("/readyz answered %d with %q: %v", code, body, err)
+	}
+	return code, m
+}
+
+// TestPostFailureIsLoud: the agent runs as an unprivileged user, as the
+// packaged service does, and an uploader (root here) creates a sub-folder
+// with umask 022 in the watch folder. The file in it is delivered through a
+// real sshd, and cannot be archived. That is an ERROR in the log, one
+// transfer.post-failed event on NATS naming the folder and the fix, a line
+// in `dropship status` (and -json), /readyz answering 503 "degraded", and
+// the dropship_post_failed_files gauge; the agent tries again with backoff
+// (never before the next try status announced), and once the folder is
+// fixed, `dropship retry ID` archives the file at once and every sign
+// clears. The same agent has no CAP_LEASE: its start log and status say
+// that the watch's readiness rests on settle alone, and what to do.
+func TestPostFailureIsLoud(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	e := newAttackEnv(t, unprivileged(t))
+	n := e.externalNATS()
+	e.sshdKeyTarget("sshd", srv, e.remote).
+		set("retry_backoff", "300ms").
+		set("retry_backoff_max", "1200ms")
+	e.watchFolder(e.watch, "sshd")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	e.conf.get("[agent]").set("metrics_listen", addr)
+	e.writeConf()
+
+	c := collect(t, n.url())
+	p := e.startAgent()
+	ctl := []string{"-nats", n.url(), "-agent", agentName} // as root: the config's secrets are the agent user's
+
+	// Point 2: no CAP_LEASE is said at start, and in status, per watch.
+	if !strings.Contains(p.logs(), "cannot always tell a complete file from one still being written") || !strings.Contains(p.logs(), "CAP_LEASE") {
+		t.Errorf("the start log does not say that readiness rests on settle alone without CAP_LEASE:\n%s", p.logs())
+	}
+	st := status(t, ctl...)
+	if len(st.Watches) != 1 || !strings.Contains(st.Watches[0].Risk, "CAP_LEASE") || !strings.Contains(st.Watches[0].Risk, "ready_marker") {
+		t.Errorf("status does not show the watch's risk: %+v", st.Watches)
+	}
+
+	// An uploader's sub-folder, mode 0755 and not the agent's.
+	sub := filepath.Join(e.watch, "incoming")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("id;amount\n1;42\n")
+	src := filepath.Join(sub, "report.csv")
+	writeFile(t, src, data)
+
+	eventually(t, 30*time.Second, "the file delivered through sshd", func() bool {
+		return sameContent(filepath.Join(e.remote, "incoming", "report.csv"), data)
+	})
+	var post events.Transfer
+	eventually(t, 20*time.Second, "a transfer.post-failed event", func() bool {
+		msgs := c.ofType(events.TypeTransferPostFailed)
+		if len(msgs) == 0 {
+			return false
+		}
+		post = msgs[0].transfer(t)
+		return true
+	})
+	if post.Error == nil || post.Error.Class != "archive" || !post.Error.Retryable ||
+		!strings.Contains(post.Error.Message, "permission denied") || !strings.Contains(post.Error.Message, sub) ||
+		!strings.Contains(post.Error.Message, "setgid") || post.NextAttemptAt == nil || post.LocalPath != src {
+		t.Errorf("post-failed event: %+v, error %+v", post, post.Error)
+	}
+	if completed := forFile(t, c.ofType(events.TypeTransferCompleted), src); len(completed) != 1 {
+		t.Errorf("%d completed events for the delivered file, want 1", len(completed))
+	}
+	p.waitLog(10*time.Second, "delivered, but post-processing failed")
+
+	// Status: the file, what failed and why.
+	var pf agent.PostFailedStatus
+	eventually(t, 10*time.Second, "the file in status.post_failed", func() bool {
+		st = status(t, ctl...)
+		if len(st.PostFailed) != 1 {
+			return false
+		}
+		pf = st.PostFailed[0]
+		return true
+	})
+	if pf.ID != post.TransferID || pf.Path != src || pf.Operation != "archive" || pf.Attempts < 1 || !strings.Contains(pf.Error, "permission denied") {
+		t.Errorf("status.post_failed: %+v", pf)
+	}
+	if st.Watches[0].PostFailed != 1 {
+		t.Errorf("watch status: %+v, want post_failed 1", st.Watches[0])
+	}
+	r := dropship(t, append([]string{"status"}, ctl...)...)
+	if !strings.Contains(r.stdout, "POST-FAILED 1") || !strings.Contains(r.stdout, "DELIVERED, NOT ARCHIVED") || !strings.Contains(r.stdout, pf.ID) {
+		t.Errorf("status does not show the file delivered but not archived:\n%s", r)
+	}
+
+	// /readyz: degraded, with the reason.
+	code, body := readyz(t, addr)
+	if code != http.StatusServiceUnavailable || body["ready"] != false || body["degraded"] != true || !strings.Contains(fmt.Sprint(body["problems"]), src) {
+		t.Errorf("/readyz answered %d %v, want 503, degraded, naming the file", code, body)
+	}
+	m := scrape(t, addr)
+	if v := m[fmt.Sprintf("dropship_post_failed_files{watch=%q}", e.watch)]; v != 1 {
+		t.Errorf("dropship_post_failed_files = %v, want 1", v)
+	}
+	if v := m[fmt.Sprintf("dropship_post_failures_total{operation=\"archive\",watch=%q}", e.watch)]; v < 1 {
+		t.Errorf("dropship_post_failures_total = %v, want at least 1", v)
+	}
+
+	// Backoff: a try is never made before the time status announced, and
+	// the tries do not come at every sweep.
+	start := status(t, ctl...).PostFailed[0]
+	var next agent.PostFailedStatus
+	eventually(t, 20*time.Second, "two more tries", func() bool {
+		st := status(t, ctl...)
+		if len(st.PostFailed) != 1 {
+			t.Fatalf("post_failed: %+v", st.PostFailed)
+		}
+		cur := st.PostFailed[0]
+		if cur.Attempts == start.Attempts+1 && next.Attempts == 0 {
+			next = cur
+			if time.Now().Add(100 * time.Millisecond).Before(start.NextTry) {
+				t.Errorf("try %d made before %s, the next try status announced", cur.Attempts, start.NextTry.Format(time.StampMilli))
+			}
+		}
+		return cur.Attempts >= start.Attempts+2
+	})
+	if gap := next.NextTry.Sub(start.NextTry); gap < 200*time.Millisecond {
+		t.Errorf("tries %d and %d are due %s apart: no backoff", start.Attempts+1, start.Attempts+2, gap)
+	}
+	if got := len(c.ofType(events.TypeTransferPostFailed)); got != 1 {
+		t.Errorf("%d post-failed events after %d tries with the same error, want 1", got, next.Attempts+1)
+	}
+
+	// The operator fixes the folder and asks for a retry.
+	if err := os.Chmod(sub, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	r = dropship(t, append(append([]string{"retry"}, ctl...), pf.ID)...)
+	if r.code != 0 || !strings.Contains(r.stdout, "1 delivered file(s)") {
+		t.Errorf("retry of a post-failed file: %s", r)
+	}
+	eventually(t, 10*time.Second, "the file archived", func() bool {
+		return !exists(src) && sameContent(filepath.Join(e.watch, ".dropship-sent", "incoming", "report.csv"), data)
+	})
+	st = status(t, ctl...)
+	if len(st.PostFailed) != 0 || st.Watches[0].PostFailed != 0 {
+		t.Errorf("status after the fix: %+v", st)
+	}
+	if code, body := readyz(t, addr); code != http.StatusOK || body["ready"] != true {
+		t.Errorf("/readyz after the fix: %d %v", code, body)
+	}
+	if v := scrape(t, addr)[fmt.Sprintf("dropship_post_failed_files{watch=%q}", e.watch)]; v != 0 {
+		t.Errorf("dropship_post_failed_files after the fix = %v, want 0", v)
+	}
+	p.stop(15 * time.Second)
+}

@@ -42,8 +42,9 @@ type StreamSetup struct {
 type StreamCheck struct {
 	Stream        string // the stream's name
 	ServerVersion string // the nats-server's version, e.g. "2.10.24"
-	// Created is set when CheckStream created the stream.
-	Created bool
+	// Created is set when CheckStream created the stream; Missing when it
+	// does not exist and was not to be created.
+	Created, Missing bool
 	// Problem, when not empty, is why lifecycle events cannot be stored
 	// now; Fix says what the operator should do about it.
 	Problem, Fix string
@@ -95,6 +96,7 @@ func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, erro
 	stream, err := b.js.Stream(ctx, s.Name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if !s.Create {
+			c.Missing = true
 			c.Problem = fmt.Sprintf("JetStream stream %s does not exist, so no lifecycle event can be stored", s.Name)
 			c.Fix = "set auto_create_stream = true in [nats], or create it: " + AddStreamCommand(s)
 			return c, nil
@@ -118,6 +120,10 @@ func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, erro
 	}
 	cfg := stream.CachedInfo().Config
 	c.Subjects, c.DuplicateWindow, c.Replicas = cfg.Subjects, cfg.Duplicates, cfg.Replicas
+	if cfg.Duplicates < StreamDuplicateWindow {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("JetStream stream %s remembers message ids for %s only: events republished after a longer outage may be stored twice; raise it: %s",
+			s.Name, cfg.Duplicates, shellCommand([]string{"nats", "stream", "edit", s.Name, "--dupe-window", durationFlag(StreamDuplicateWindow)})))
+	}
 	if missing := uncovered(cfg.Subjects, s.Subjects); len(missing) > 0 {
 		if s.Owned {
 			cfg.Subjects = append(cfg.Subjects, missing...)
@@ -138,10 +144,6 @@ func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, erro
 				", or set nats.stream to a stream that captures them"
 			return c, nil
 		}
-	}
-	if cfg.Duplicates < StreamDuplicateWindow {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("JetStream stream %s remembers message ids for %s only: events republished after a longer outage may be stored twice; raise it: %s",
-			s.Name, cfg.Duplicates, shellCommand([]string{"nats", "stream", "edit", s.Name, "--dupe-window", durationFlag(StreamDuplicateWindow)})))
 	}
 	return c, nil
 }

@@ -47,6 +47,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir)
 	}
+	if !checkNATS(ctx, cfg, stdout) {
+		failed++
+	}
 	if failed > 0 {
 		return silentExit{code: 1}
 	}

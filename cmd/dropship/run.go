@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -44,10 +43,13 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	logger := newLogger(cfg, stderr)
+	level := new(slog.LevelVar) // a reload changes it
+	level.Set(agent.LevelOf(cfg.Agent.LogLevel))
+	logger := newLeveledLogger(cfg, level, stderr)
 	a, err := agent.New(cfg, agent.Options{
-		Logger:  logger,
-		Version: version,
+		Logger:   logger,
+		LogLevel: level,
+		Version:  version,
 		Notify: func(state string) {
 			_, _ = daemon.SdNotify(false, state)
 		},
@@ -72,17 +74,11 @@ func runCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // newLogger builds the agent's logger from agent.log_level and log_format.
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch strings.ToLower(cfg.Agent.LogLevel) {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	default:
-		level = slog.LevelInfo
-	}
+	return newLeveledLogger(cfg, agent.LevelOf(cfg.Agent.LogLevel), w)
+}
+
+// newLeveledLogger builds a logger of agent.log_format at level.
+func newLeveledLogger(cfg *config.Config, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	var h slog.Handler
 	if cfg.Agent.LogFormat == "json" {

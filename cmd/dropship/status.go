@@ -135,7 +135,9 @@ func printStatus(w io.Writer, st agent.Status) {
 	if !st.NATSConnected {
 		nats = "DISCONNECTED"
 	}
-	fmt.Fprintf(w, "agent %s (dropship %s), up %s, NATS %s, outbox %d event(s)\n\n", st.Agent, st.Version, time.Since(st.StartedAt).Round(time.Second), nats, st.OutboxDepth)
+	fmt.Fprintf(w, "agent %s (dropship %s), up %s, NATS %s, %s\n", st.Agent, st.Version, time.Since(st.StartedAt).Round(time.Second), nats, outboxSummary(st))
+	printStream(w, st)
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TARGET\tSTATE\tQUEUED\tRUNNING\tFAILED\tDETAIL")
 	for _, t := range st.Targets {

@@ -23,6 +23,10 @@ import (
 type Options struct {
 	Logger  *slog.Logger
 	Version string
+	// LogLevel, when set, is the level of Logger's handler: a reload sets
+	// it from agent.log_level (without it, a changed log_level needs a
+	// restart).
+	LogLevel *slog.LevelVar
 	// SSH and SFTP are the OpenSSH client programs; "" finds them in PATH.
 	SSH, SFTP string
 	// Notify receives the agent's service states for systemd: "READY=1",
@@ -65,8 +69,9 @@ type Agent struct {
 	watchErrs   map[string]*watcher.Error  // last operational problem per watch
 	writer      *journalWriter
 	ctlDir      string
-	publishLogs atomic.Bool
-	streamReady atomic.Bool // the lifecycle stream is known to exist // nats.publish_logs of the running configuration
+	publishLogs atomic.Bool // nats.publish_logs of the running configuration
+	stream      streamHealth
+	needCheck   atomic.Bool // (re)connected or reconfigured: check the stream before publishing
 	writerDone  chan struct{}
 	startedAt   time.Time
 	workers     sync.WaitGroup
@@ -124,6 +129,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 	defer a.journal.Close()
 
+	a.pub = newPublisher(a) // before the bus, whose reconnects poke it
 	if err := a.startEvents(ctx); err != nil {
 		return err
 	}
@@ -145,7 +151,6 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	defer a.stopWork()
 
 	a.startedAt = time.Now()
-	a.pub = newPublisher(a)
 	a.writer = newJournalWriter(a)
 	writerDone := make(chan struct{})
 	a.writerDone = writerDone
@@ -221,6 +226,7 @@ func (a *Agent) shutdown() {
 	a.stopWork()
 	a.wakeAll()
 
+	stopBy := time.Now().Add(grace)
 	done := make(chan struct{})
 	go func() { a.workers.Wait(); close(done) }()
 	select {
@@ -230,12 +236,21 @@ func (a *Agent) shutdown() {
 		a.cancelSend()
 		<-done
 	}
-	a.shutdownNow()
+	a.shutdownBy(stopBy)
 }
 
-// shutdownNow stops what is left: targets' shared connections, intake and
-// the publisher (after a last attempt to publish the outbox).
-func (a *Agent) shutdownNow() {
+// shutdownNow stops what is left at once (after a failed start).
+func (a *Agent) shutdownNow() { a.shutdownBy(time.Now().Add(finalPublishWait)) }
+
+// finalPublishWait bounds the last attempt to publish the outbox on a stop.
+const finalPublishWait = 5 * time.Second
+
+// shutdownBy stops what is left: targets' shared connections, intake and
+// the publisher, after a last attempt to publish the outbox that ends by
+// stopBy (the end of shutdown_grace) and takes at most finalPublishWait. It
+// is not made when events cannot be stored (no connection, a stream
+// problem): they stay in the outbox for the next start.
+func (a *Agent) shutdownBy(stopBy time.Time) {
 	if a.stopWork != nil {
 		a.stopWork()
 	}
@@ -256,7 +271,11 @@ func (a *Agent) shutdownNow() {
 		close(a.writerDone)
 	}
 	if a.pub != nil {
-		a.pub.stop(5 * time.Second)
+		wait := min(finalPublishWait, time.Until(stopBy))
+		if a.bus == nil || !a.bus.Connected() || !a.streamOK() {
+			wait = 0
+		}
+		a.pub.stop(max(wait, 0))
 	}
 	a.services.Wait()
 }
@@ -309,46 +328,38 @@ func (a *Agent) startEvents(ctx context.Context) error {
 		CredentialsFile: creds,
 		Name:            "dropship " + cfg.Agent.Name,
 		Logger:          a.opts.Logger.With(keyComponent, "nats"),
+		OnStateChange: func(connected bool) {
+			if connected {
+				// Every (re)connect may reach another server, or
+				// one whose stream changed: check it again.
+				a.needCheck.Store(true)
+				a.pub.poke()
+			}
+		},
 	})
 	if err != nil {
 		return err
 	}
 	a.bus = bus
-	if a.ownsStream() {
-		if err := a.ensureStream(ctx, 10*time.Second); err != nil {
-			if a.emb != nil {
-				return fmt.Errorf("create stream %s on the embedded server: %w", cfg.NATS.Stream, err)
-			}
-			// An external server may be down now; the publisher
-			// tries again before it publishes.
-			a.logger.Warn("could not create the event stream yet; will retry", "stream", cfg.NATS.Stream, "err", err)
-		}
+	if !bus.Connected() {
+		// The publisher checks the stream once the server is there.
+		return nil
 	}
+	a.needCheck.Store(false)
+	if err := a.checkStream(ctx, 10*time.Second); err != nil && a.emb != nil {
+		return fmt.Errorf("create stream %s on the embedded server: %w", cfg.NATS.Stream, err)
+	}
+	// An external server's problem is logged and shown (status, /readyz,
+	// check -connect); files are delivered meanwhile and their events
+	// wait in the outbox.
 	return nil
 }
-
-// ownsStream says whether the agent creates the lifecycle stream: always with
-// the embedded server, with an external one when auto_create_stream is set.
-func (a *Agent) ownsStream() bool { return a.emb != nil || a.config().NATS.AutoCreateStream }
 
 // config is the running configuration.
 func (a *Agent) config() *config.Config {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.cfg
-}
-
-// ensureStream creates or completes the lifecycle stream and remembers that
-// it exists.
-func (a *Agent) ensureStream(ctx context.Context, timeout time.Duration) error {
-	sctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	cfg := a.config()
-	if err := a.bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix)); err != nil {
-		return err
-	}
-	a.streamReady.Store(true)
-	return nil
 }
 
 func (a *Agent) closeEvents() {

@@ -23,6 +23,8 @@ type Status struct {
 	StartedAt     time.Time      `json:"started_at"`
 	NATSConnected bool           `json:"nats_connected"`
 	OutboxDepth   int            `json:"outbox_depth"`
+	OutboxOldest  *time.Time     `json:"outbox_oldest,omitempty"` // when the oldest event in the outbox was made
+	Stream        StreamStatus   `json:"stream"`                  // the JetStream stream's last check
 	Targets       []TargetStatus `json:"targets"`
 	Watches       []WatchStatus  `json:"watches"`
 	// Failed lists the files that failed for good (oldest first, at most
@@ -185,6 +187,10 @@ func (a *Agent) Status() Status {
 		StartedAt:     a.startedAt,
 		NATSConnected: a.bus != nil && a.bus.Connected(),
 		OutboxDepth:   a.journal.OutboxLen(),
+		Stream:        a.streamStatus(a.cfg.NATS.Stream),
+	}
+	if t := a.outboxOldest(); !t.IsZero() {
+		st.OutboxOldest = &t
 	}
 	byTarget := map[string]*TargetStatus{}
 	for _, tc := range a.cfg.Targets {

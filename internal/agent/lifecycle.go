@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -188,10 +189,23 @@ func (a *Agent) reloadFile() {
 	a.reload(cfg)
 }
 
-// reload applies a new, valid configuration. One that cannot be applied (an
-// unreadable secret, a watch folder that cannot be watched) is refused, and
+// reload applies a new, valid configuration: targets, watches, the log
+// level, the metrics endpoint and the stream setup change at once; the keys
+// that need a restart (restartKeys) keep their running values and are named
+// in one warning. One that cannot be applied (an unreadable secret, a watch
+// folder that cannot be watched, a metrics address in use) is refused, and
 // the old configuration keeps running.
-func (a *Agent) reload(cfg *config.Config) {
+func (a *Agent) reload(next *config.Config) {
+	running := a.config()
+	cfg, restart, live := splitReload(running, next, a.opts.LogLevel != nil)
+	metricsMoved := cfg.Agent.MetricsListen != running.Agent.MetricsListen && a.metrics != nil
+	if metricsMoved {
+		if err := a.metrics.relisten(cfg.Agent.MetricsListen, running.Agent.MetricsListen); err != nil {
+			a.logger.Error("reload refused; the previous configuration keeps running", keyErr, err)
+			a.emitAgent(events.AgentError, "reload refused; the previous configuration keeps running", err)
+			return
+		}
+	}
 	// A target whose settings or secrets changed is replaced and starts
 	// afresh; one that did not change keeps its failing state and backoff,
 	// so a reload does not spend another login on an unchanged password.
@@ -199,11 +213,27 @@ func (a *Agent) reload(cfg *config.Config) {
 	err := a.applyConfig(cfg)
 	a.mu.Unlock()
 	if err != nil {
+		if metricsMoved {
+			_ = a.metrics.relisten(running.Agent.MetricsListen, cfg.Agent.MetricsListen)
+		}
 		a.logger.Error("reload refused; the previous configuration keeps running", "err", err)
 		a.emitAgent(events.AgentError, "reload refused; the previous configuration keeps running", err)
 		return
 	}
-	a.logger.Info("configuration reloaded", "targets", len(cfg.Targets), "watches", len(cfg.Watches))
+	if a.opts.LogLevel != nil {
+		a.opts.LogLevel.Set(LevelOf(cfg.Agent.LogLevel))
+	}
+	if cfg.NATS.Stream != running.NATS.Stream || cfg.NATS.AutoCreateStream != running.NATS.AutoCreateStream || cfg.NATS.StreamReplicas != running.NATS.StreamReplicas {
+		a.needCheck.Store(true)
+		a.pub.poke()
+	}
+	if len(restart) > 0 {
+		a.logger.Warn("these keys need a restart: "+strings.Join(restart, ", ")+"; they keep their running values until then (systemctl restart dropship)", "keys", restart)
+	}
+	if len(live) == 0 {
+		live = []string{"nothing"}
+	}
+	a.logger.Info("configuration reloaded", "changed", strings.Join(live, ", "), "targets", len(cfg.Targets), "watches", len(cfg.Watches))
 	a.emitAgent(events.AgentReloaded, "configuration reloaded", nil)
 }
 

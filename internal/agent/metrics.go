@@ -167,6 +167,8 @@ func (a *Agent) readiness() []string {
 	var problems []string
 	if a.bus == nil || !a.bus.Connected() {
 		problems = append(problems, "nats: not connected")
+	} else if st := a.streamStatus(a.config().NATS.Stream); !st.Stored && st.CheckedAt != nil {
+		problems = append(problems, "nats: lifecycle events cannot be stored: "+st.Problem+": "+st.Fix)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -230,11 +232,13 @@ var (
 	descOutbox  = prometheus.NewDesc("dropship_outbox_depth", "Lifecycle events journaled but not yet acknowledged by JetStream.", nil, nil)
 	descNATS    = prometheus.NewDesc("dropship_nats_connected", "1 when the NATS connection is up.", nil, nil)
 	descDisc    = prometheus.NewDesc("dropship_nats_disconnects_total", "Times the NATS connection was lost.", nil, nil)
+	descOldest  = prometheus.NewDesc("dropship_outbox_oldest_event_age_seconds", "Age of the oldest lifecycle event not yet acknowledged by JetStream; 0 when the outbox is empty.", nil, nil)
+	descStored  = prometheus.NewDesc("dropship_events_stream_ok", "1 when the last check of the JetStream stream found that lifecycle events can be stored.", nil, nil)
 	descPost    = prometheus.NewDesc("dropship_post_failed_files", "Files delivered (or failed for good) whose archive, delete or move to failed_dir failed and waits for its next try, by watch.", []string{"watch"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc, descPost} {
+	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc, descOldest, descStored, descPost} {
 		ch <- d
 	}
 }
@@ -251,6 +255,16 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descNATS, prometheus.GaugeValue, connected)
 	ch <- prometheus.MustNewConstMetric(descDisc, prometheus.CounterValue, disconnects)
 	ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(a.journal.OutboxLen()))
+	age := 0.0
+	if t := a.outboxOldest(); !t.IsZero() {
+		age = max(time.Since(t).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(descOldest, prometheus.GaugeValue, age)
+	stored := 0.0
+	if a.streamOK() {
+		stored = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descStored, prometheus.GaugeValue, stored)
 
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -215,12 +215,21 @@ func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *even
 		bus.Close()
 		return nil
 	}
-	if cfg.NATS.AutoCreateStream {
-		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		if err := bus.EnsureStream(sctx, cfg.NATS.Stream, events.AllLifecycle(cfg.NATS.SubjectPrefix)); err != nil {
-			logger.Warn("could not create the event stream", "stream", cfg.NATS.Stream, "err", err)
-		}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := bus.CheckStream(sctx, events.StreamSetup{
+		Name:     cfg.NATS.Stream,
+		Subjects: events.AllLifecycle(cfg.NATS.SubjectPrefix),
+		Create:   cfg.NATS.AutoCreateStream,
+		Replicas: cfg.NATS.StreamReplicas,
+	})
+	switch {
+	case err != nil:
+		logger.Warn("could not check the event stream", "stream", cfg.NATS.Stream, "err", err)
+	case !c.OK():
+		logger.Error("lifecycle events cannot be stored: "+c.Problem, "fix", c.Fix, "stream", cfg.NATS.Stream)
+	default:
+		bus.ExpectStream(cfg.NATS.Stream)
 	}
 	return bus
 }

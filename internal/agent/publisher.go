@@ -50,6 +50,9 @@ func (p *publisher) run() {
 	defer close(p.done)
 	delay := retryMin
 	for {
+		if p.stopping() && !time.Now().Before(p.deadline) {
+			return
+		}
 		n, err := p.drain()
 		stopping := p.stopping()
 		if err != nil {
@@ -107,26 +110,52 @@ func (p *publisher) quitIfRunning(stopping bool) <-chan struct{} {
 }
 
 // drain publishes one batch of the outbox; it returns how many events left.
+// The stream is checked first after a (re)connect or a reload, and again
+// before every attempt while the last check found a problem, so nothing is
+// published that cannot be stored, and a fixed stream is noticed within the
+// retry delay.
 func (p *publisher) drain() (int, error) {
-	entries, err := p.a.journal.Outbox(publishBatch)
-	if err != nil || len(entries) == 0 {
+	a := p.a
+	entries, err := a.journal.Outbox(publishBatch)
+	if err != nil {
 		return 0, err
 	}
-	if p.a.ownsStream() && !p.a.streamReady.Load() {
-		// The external server was not there when the agent started.
-		if err := p.a.ensureStream(context.Background(), publishTimeout); err != nil {
-			return 0, fmt.Errorf("create stream %s: %w", p.a.config().NATS.Stream, err)
+	if a.bus.Connected() && (a.needCheck.Load() || !a.streamOK()) {
+		a.needCheck.Store(false)
+		ctx, cancel := p.opContext()
+		err := a.checkStream(ctx, publishTimeout)
+		cancel()
+		if err != nil {
+			return 0, err
 		}
 	}
+	if len(entries) == 0 {
+		return 0, nil
+	}
+	if !a.bus.Connected() {
+		return 0, fmt.Errorf("publish %d event(s): %w", len(entries), events.ErrNotConnected)
+	}
 	var acked []uint64
-	defer func() { _ = p.a.journal.Ack(acked...) }()
+	defer func() { _ = a.journal.Ack(acked...) }()
 	for _, e := range entries {
 		if err := p.publish(e); err != nil {
+			// The stream may be gone or changed: find out why
+			// before the next attempt.
+			a.needCheck.Store(true)
 			return len(acked), err
 		}
 		acked = append(acked, e.Seq)
 	}
 	return len(acked), nil
+}
+
+// opContext bounds one publish or check: publishTimeout, and the stop's
+// deadline once stopping.
+func (p *publisher) opContext() (context.Context, context.CancelFunc) {
+	if p.stopping() {
+		return context.WithDeadline(context.Background(), p.deadline)
+	}
+	return context.WithCancel(context.Background())
 }
 
 func (p *publisher) publish(e journal.Entry) error {
@@ -137,7 +166,9 @@ func (p *publisher) publish(e journal.Entry) error {
 		return nil
 	}
 	ev.NATSSubject = e.Subject
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	octx, ocancel := p.opContext()
+	defer ocancel()
+	ctx, cancel := context.WithTimeout(octx, publishTimeout)
 	defer cancel()
 	return p.a.bus.PublishDurable(ctx, ev)
 }
@@ -148,13 +179,15 @@ func (p *publisher) setErr(err error) {
 	p.mu.Unlock()
 }
 
-// stop asks for a last drain and waits at most wait for it.
+// stop asks for a last drain and waits at most wait for it (0: none).
 func (p *publisher) stop(wait time.Duration) {
 	p.deadline = time.Now().Add(wait)
 	close(p.quit)
 	select {
 	case <-p.done:
-	case <-time.After(wait + publishTimeout):
-		p.a.logger.Warn("events left in the outbox; they are published after the next start", "count", p.a.journal.OutboxLen())
+	case <-time.After(wait + time.Second): // every operation ends by the deadline
+	}
+	if n := p.a.journal.OutboxLen(); n > 0 {
+		p.a.logger.Warn("events left in the outbox; they are published after the next start", "count", n, "oldest", p.a.outboxOldest())
 	}
 }

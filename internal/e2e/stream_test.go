@@ -223,7 +223,8 @@ func getQuiet(url string) (int, string) {
 
 // TestDebianNATSServerEndToEnd runs the agent against the nats-server
 // Debian 12 ships (2.9.10): check -connect accepts it, the agent creates its
-// stream there, and `dropship events -since 1h` replays what it stored (it
+// stream there, status answers, and `dropship events -since 1h` replays
+// what it stored (it
 // used to fail with "multiple consumer filter subjects not supported by
 // nats-server").
 func TestDebianNATSServerEndToEnd(t *testing.T) {
@@ -243,6 +244,9 @@ func TestDebianNATSServerEndToEnd(t *testing.T) {
 	})
 	if r := dropship(t, "check", "-connect", "-c", e.cfg); r.code != 0 || !strings.Contains(r.stdout, "nats: ok: nats-server "+ns.Version) {
 		t.Errorf("check -connect against nats-server %s:\n%s", ns.Version, r)
+	}
+	if st := status(t, "-nats", ns.URL, "-agent", agentName, "-prefix", prefix); !st.Stream.Stored || st.Stream.ServerVersion != ns.Version {
+		t.Errorf("status against nats-server %s: %+v", ns.Version, st.Stream)
 	}
 	evp := startProc(t, "events", "-nats", ns.URL, "-json", "-since", "1h")
 	evp.waitLog(20*time.Second, events.TypeTransferCompleted)

@@ -53,6 +53,7 @@ package:
 	mkdir -p $(DIST)
 	rm -f $(DIST)/dropship_*.deb $(DIST)/dropship-*.rpm
 	sh packaging/default-config.sh agent.toml.example >$(DIST)/agent.toml
+	gzip -9n <docs/dropship.1 >$(DIST)/dropship.1.gz
 	PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) DIST=$(DIST) $(NFPM) package --config packaging/nfpm.yaml --packager deb --target $(DIST)/
 	PKG_VERSION=$(PKG_VERSION) PKG_ARCH=$(PKG_ARCH) DIST=$(DIST) $(NFPM) package --config packaging/nfpm.yaml --packager rpm --target $(DIST)/
 

@@ -4,7 +4,9 @@
 # Always (as `make package-test`): `make package`; the .deb's control data
 # (dpkg-deb -I: name, version, Depends, conffiles, maintainer scripts) and
 # file list with modes and owners (dpkg-deb -c); the packaged agent.toml passes
-# `dropship check`; lintian reports no error; the .rpm's metadata, file modes,
+# `dropship check`; the docs the README links, the man page (a section per
+# command, no groff warning) and the bash and zsh completion (run in a real
+# bash and zsh); lintian reports no error; the .rpm's metadata, file modes,
 # owners, %config(noreplace) and scripts, when `rpm` is there; and the unit:
 # `systemd-analyze security --offline=true` scores 2.5 or better with the
 # deny list really applied.
@@ -104,6 +106,12 @@ done <<'EOF'
 ./usr/share/doc/dropship/copyright -rw-r--r-- root/root
 ./usr/share/doc/dropship/changelog.Debian.gz -rw-r--r-- 0/0
 ./usr/share/doc/dropship/examples/watch-folders.conf -rw-r--r-- root/root
+./usr/share/doc/dropship/README.md -rw-r--r-- root/root
+./usr/share/doc/dropship/docs/events.md -rw-r--r-- root/root
+./usr/share/doc/dropship/docs/threat-model.md -rw-r--r-- root/root
+./usr/share/man/man1/dropship.1.gz -rw-r--r-- root/root
+./usr/share/bash-completion/completions/dropship -rw-r--r-- root/root
+./usr/share/zsh/vendor-completions/_dropship -rw-r--r-- root/root
 ./usr/share/lintian/overrides/dropship -rw-r--r-- root/root
 EOF
 mkdir "$work/deb-root"
@@ -117,6 +125,33 @@ else
 fi
 check "packaged agent.toml: state_dir /var/lib/dropship" grep -q '^state_dir = "/var/lib/dropship"' "$work/deb-root/etc/dropship/agent.toml"
 echo "test-packages: packaged binary: $("$work/deb-root/usr/bin/dropship" version)"
+
+# ---- .deb: the docs the README links, the man page, shell completion ----------
+doc=$work/deb-root/usr/share/doc/dropship
+check "packaged docs/events.md is docs/events.md" cmp -s "$doc/docs/events.md" docs/events.md
+for link in $(grep -o '](docs/[a-z0-9-]*\.md)' README.md | sed 's/^](//; s/)$//' | sort -u); do
+  check "the README's link $link is in /usr/share/doc/dropship" test -f "$doc/$link"
+done
+man1=$work/deb-root/usr/share/man/man1/dropship.1.gz
+check "packaged man page is docs/dropship.1" cmp -s <(gzip -dc "$man1") docs/dropship.1
+if command -v man >/dev/null; then
+  warnings=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l -Tutf8 -Z "$man1" 2>&1 >/dev/null) || true
+  expect "man --warnings on dropship.1 prints nothing" "" "$warnings"
+fi
+for cmd in $("$work/deb-root/usr/bin/dropship" -h | awk '/^Commands:/ {on=1; next} on && NF == 0 {exit} on {print $1}'); do
+  check "the man page has a section on dropship $cmd" grep -q "^\.SS \"$cmd " <(gzip -dc "$man1")
+done
+bashc=$work/deb-root/usr/share/bash-completion/completions/dropship
+got=$(bash --norc --noprofile -c 'source "$1"; COMP_WORDS=(dropship ev); COMP_CWORD=1; _dropship; echo "${COMPREPLY[*]}"' _ "$bashc")
+expect "bash completion of 'dropship ev'" events "$got"
+got=$(bash --norc --noprofile -c 'source "$1"; COMP_WORDS=(dropship events -js); COMP_CWORD=2; _dropship; echo "${COMPREPLY[*]}"' _ "$bashc")
+expect "bash completion of 'dropship events -js'" -json "$got"
+if command -v zsh >/dev/null; then
+  check "zsh completion: zsh -n" zsh -n "$work/deb-root/usr/share/zsh/vendor-completions/_dropship"
+  got=$(zsh -f -c 'fpath=("$1" $fpath); autoload -Uz compinit; compinit -u -d "$2"; print -r -- ${_comps[dropship]}' _ \
+    "$work/deb-root/usr/share/zsh/vendor-completions" "$work/zcompdump")
+  expect "zsh compinit finds the dropship completion" _dropship "$got"
+fi
 
 # ---- lintian -------------------------------------------------------------------
 echo "--- lintian (overrides applied; a warning is allowed, an error is not)"
@@ -140,7 +175,12 @@ if command -v rpm >/dev/null; then
 /etc/dropship/agent.toml -rw-r----- root/dropship
 /var/lib/dropship drwxr-x--- dropship/dropship
 /usr/share/doc/dropship/agent.toml.example -rw-r--r-- root/root
+/usr/share/doc/dropship/docs/events.md -rw-r--r-- root/root
+/usr/share/man/man1/dropship.1.gz -rw-r--r-- root/root
+/usr/share/bash-completion/completions/dropship -rw-r--r-- root/root
+/usr/share/zsh/site-functions/_dropship -rw-r--r-- root/root
 EOF
+  if grep -q vendor-completions "$work/rpm-files"; then bad "rpm ships Debian's zsh vendor-completions"; else ok "rpm: zsh completion in site-functions only"; fi
   if grep -q lintian "$work/rpm-files"; then bad "rpm ships the lintian overrides"; else ok "rpm: no lintian overrides"; fi
   scripts=$(q --scripts)
   for s in preinstall postinstall preuninstall postuninstall; do
@@ -174,6 +214,9 @@ if [ $install -eq 1 ]; then
   expect "/etc/dropship" "750 root:dropship" "$(stat -c '%a %U:%G' /etc/dropship)"
   expect "/etc/dropship/agent.toml" "640 root:dropship" "$(stat -c '%a %U:%G' /etc/dropship/agent.toml)"
   expect "/var/lib/dropship" "750 dropship:dropship" "$(stat -c '%a %U:%G' /var/lib/dropship)"
+  if command -v man >/dev/null; then
+    expect "man -w dropship" /usr/share/man/man1/dropship.1.gz "$(man -w dropship 2>&1)"
+  fi
   check "unit enabled on install (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/dropship.service
   verify=$(systemd-analyze verify /usr/lib/systemd/system/dropship.service 2>&1) || true
   expect "systemd-analyze verify prints nothing" "" "$verify"

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dropship/dropship/events"
 )
 
 // runBinary runs the built dropship with args and returns its stdout,
@@ -142,5 +144,28 @@ func TestEventsTypeSuggestsTheNearest(t *testing.T) {
 		} else if !strings.Contains(err.Error(), want) {
 			t.Errorf("-type %s: %v; want %q", typ, err, want)
 		}
+	}
+}
+
+// Replayed with -since (here a date and time), an event from another day
+// shows its date; one from today only its time.
+func TestEventsReplayShowsTheDateOfOlderEvents(t *testing.T) {
+	url, bus := startNATS(t)
+	old := transferEvent(t, events.TransferCompleted, "old", 1)
+	old.Time = time.Now().Add(-50 * time.Hour).Truncate(time.Second)
+	recent := transferEvent(t, events.TransferCompleted, "recent", 1)
+	publish(t, bus, old, recent)
+	since := time.Now().Add(-time.Hour).Format("2006-01-02T15:04")
+	r := startEvents(t, nil, "-nats", url, "-prefix", "dropship", "-agent", "edge-01", "-since", since)
+	waitFor(t, "the replayed events", func() bool { return strings.Contains(r.stdout.String(), "recent.pdf") })
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	out := r.stdout.String()
+	if want := old.Time.Local().Format(time.DateTime) + " completed  acme  /srv/drop/acme/old.pdf"; !strings.Contains(out, want) {
+		t.Errorf("the event of two days ago: want %q in\n%s", want, out)
+	}
+	if want := "\n" + recent.Time.Local().Format(time.TimeOnly) + " completed  acme  /srv/drop/acme/recent.pdf"; !strings.Contains("\n"+out, want) {
+		t.Errorf("today's event: want %q in\n%s", want, out)
 	}
 }

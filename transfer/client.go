@@ -50,6 +50,11 @@ type Options struct {
 	// Preserve sets the remote file's mtime and mode from the local file
 	// before the rename, where the server allows it.
 	Preserve bool
+	// ResumeDir is a private folder where the checkpoints of big uploads
+	// are kept, so that an interrupted upload (a lost connection, a stop, a
+	// crash) continues where the server's copy ends; "" sends every
+	// interrupted file again from the start.
+	ResumeDir string
 	// SSH is the OpenSSH client program; "" means "ssh" from PATH.
 	SSH string
 	// OnConnectionLine receives every line the shared connection's ssh
@@ -93,6 +98,8 @@ type Client struct {
 	slots  chan int
 	budget *budget
 	ownDir string // a ControlDir of its own, removed by Close
+
+	resumeWarn sync.Once // the warning that checkpoints cannot be written
 
 	dirsMu sync.Mutex
 	dirs   map[string]*dirState
@@ -205,6 +212,11 @@ func (c *Client) Discard(ctx context.Context, items []Item) error {
 	for _, it := range items {
 		tmp := it.TempPath()
 		err := s.do(func() error { return s.client.Remove(tmp) })
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			if ck := c.loadCheckpoint(it.RemotePath()); ck != nil && ck.ID == it.ID {
+				c.dropCheckpoint(it.RemotePath())
+			}
+		}
 		if err != nil && !errors.Is(err, os.ErrNotExist) && first == nil {
 			first = requestErr("remove", tmp, err)
 		}

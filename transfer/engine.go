@@ -2,10 +2,10 @@ package transfer
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path"
@@ -23,9 +23,8 @@ const (
 	// their opens, writes, closes and renames overlap, so a file does not
 	// wait for the round trips of the one before it.
 	filesInFlight = 256
-	// chunkSize is what is read from a local file, hashed and handed to
-	// the SFTP client as one write (pkg/sftp splits it into maxPacket
-	// requests, all in flight together).
+	// chunkSize is what is read from a local file, hashed and written as
+	// maxPacket requests, all in flight together (see writePieces).
 	chunkSize = 256 << 10
 	// sessionBudget bounds the file data one session holds in memory: read
 	// from local files and not yet acknowledged by the server. With
@@ -33,8 +32,9 @@ const (
 	// sessionBudget of file data, whatever the batch.
 	sessionBudget = 16 << 20
 	// progressEvery is the shortest time between two progress reports of a
-	// file.
-	progressEvery = 500 * time.Millisecond
+	// file: short enough that `dropship events` draws a bar within half a
+	// second of the bytes (with its 100 ms redraw).
+	progressEvery = 200 * time.Millisecond
 	// meterThreshold is the size from which a file's upload reports
 	// progress.
 	meterThreshold = 256 << 10
@@ -191,7 +191,7 @@ func (u *uploadRun) cleanup(ctx context.Context) {
 	}
 	var todo []int
 	for i, r := range u.res {
-		if r.Began && r.Err != nil && !u.discarded[i].Load() {
+		if r.Began && r.Err != nil && !u.discarded[i].Load() && !u.kept[i].Load() {
 			if c := ClassOf(r.Err); loginClass(c) || c == ClassCanceled {
 				return
 			}
@@ -280,6 +280,7 @@ type uploadRun struct {
 
 	stopped   atomic.Pointer[Error] // set once no new file may begin
 	discarded []atomic.Bool         // the item's temporary file was removed
+	kept      []atomic.Bool         // the item's temporary file is left to resume from
 	// unsure marks items whose rename was sent but never answered (the
 	// session ended): the server may have done it. sums holds their sha256.
 	unsure []atomic.Bool
@@ -300,6 +301,7 @@ func (u *uploadRun) run(ctx context.Context, todo []int) {
 		u.meter = u.meter || u.items[i].Size >= meterThreshold
 	}
 	u.discarded = make([]atomic.Bool, len(u.items))
+	u.kept = make([]atomic.Bool, len(u.items))
 	u.unsure = make([]atomic.Bool, len(u.items))
 	u.sums = make([]string, len(u.items))
 	var total int64
@@ -485,8 +487,13 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 		return "", e
 	}
 	u.begin(i, r)
+	from, h, done := u.resumePoint(i, before, dst)
+	flags := os.O_WRONLY | os.O_CREATE
+	if from == 0 {
+		flags |= os.O_TRUNC
+	}
 	var f *sftp.File
-	openErr := s.do(func() (err error) { f, err = s.client.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC); return })
+	openErr := s.do(func() (err error) { f, err = s.client.OpenFile(dst, flags); return })
 	if openErr != nil {
 		return "", u.remoteErr("open", dst, openErr)
 	}
@@ -496,7 +503,8 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 		lanes = append(lanes, extra...)
 		defer u.unstripe(extra)
 	}
-	sum, werr := u.write(i, lanes)
+	cp := u.newCheckpointer(it, before, dst, from, done)
+	sum, werr := u.write(i, lanes, from, h, done, cp)
 	for _, l := range lanes[1:] {
 		// Every write was acknowledged; the main handle's fsync and
 		// close then cover the whole file.
@@ -521,6 +529,9 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 			werr = localChanged(it, "it changed while it was being sent (size, mtime or ctime)")
 		}
 	}
+	// Interrupted while writing: what the server acknowledged stays
+	// under the temporary name for the next attempt (see resume.go).
+	keep := werr != nil && cp.resumable(werr)
 	if werr == nil && u.c.opts.Preserve {
 		u.preserve(it, dst)
 	}
@@ -531,13 +542,21 @@ func (u *uploadRun) send(i int, r *Result) (string, error) {
 			u.unsure[i].Store(true)
 		}
 	}
-	if werr != nil {
+	switch {
+	case werr == nil:
+		if cp != nil {
+			u.c.dropCheckpoint(final)
+		}
+		return sum, nil
+	case keep:
+		u.kept[i].Store(true)
+	default:
 		if u.c.opts.Atomic && u.discard(dst) {
 			u.discarded[i].Store(true)
+			u.c.dropCheckpoint(final)
 		}
-		return "", werr
 	}
-	return sum, nil
+	return "", werr
 }
 
 // preserve gives the remote file the local file's mtime and mode, where the
@@ -559,10 +578,14 @@ func (u *uploadRun) preserve(it Item, dst string) {
 // write sends the item's bytes to f: chunks read in order (and hashed in that
 // order), written with many requests in flight, within the session's memory
 // budget. Progress counts acknowledged bytes only.
-func (u *uploadRun) write(i int, lanes []lane) (string, error) {
+//
+// The upload starts at offset from, h holding the sha256 state of the bytes
+// before it, and skips the ranges done that the server holds already (0, a
+// new hash and none unless resumed); cp, when not nil, records checkpoints
+// to resume from.
+func (u *uploadRun) write(i int, lanes []lane, from int64, h hash.Hash, done [][2]int64, cp *checkpointer) (string, error) {
 	it := u.items[i]
 	s := u.s
-	h := sha256.New()
 	var (
 		wg       sync.WaitGroup
 		errMu    sync.Mutex
@@ -581,9 +604,10 @@ func (u *uploadRun) write(i int, lanes []lane) (string, error) {
 		defer errMu.Unlock()
 		return firstErr != nil
 	}
+	acked.Store(from)
 	start := time.Now()
 	prog := u.progress(it, start)
-	for off := int64(0); off < it.Size && !failed(); {
+	for off := from; off < it.Size && !failed(); {
 		n := min(int64(chunkSize), it.Size-off)
 		if !u.c.budget.acquire(n, s.done) {
 			setErr(u.sessionErr())
@@ -601,18 +625,29 @@ func (u *uploadRun) write(i int, lanes []lane) (string, error) {
 			break
 		}
 		h.Write(buf)
+		cp.read(off+n, h)
+		if held(done, off, n) {
+			putChunk(buf)
+			u.c.budget.release(n)
+			acked.Add(n)
+			off += n
+			continue
+		}
 		l := lanes[int(off/chunkSize)%len(lanes)]
 		wg.Add(1)
 		go func(buf []byte, off int64) {
 			defer wg.Done()
-			err := l.s.do(func() error { _, err := l.f.WriteAt(buf, off); return err })
+			err := l.s.do(func() error {
+				return writePieces(l.f, buf, off, func(n int) { prog(acked.Add(int64(n)), false) })
+			})
+			n := int64(len(buf))
 			putChunk(buf)
-			u.c.budget.release(int64(len(buf)))
+			u.c.budget.release(n)
 			if err != nil {
 				setErr(u.laneErr(l, "write", l.f.Name(), err))
 				return
 			}
-			prog(acked.Add(int64(len(buf))), false)
+			cp.ack(off, n)
 		}(buf, off)
 		off += n
 	}

@@ -128,6 +128,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer a.journal.Close()
+	transfer.PruneResume(filepath.Join(cfg.Agent.StateDir, "resume"))
 
 	a.pub = newPublisher(a) // before the bus, whose reconnects poke it
 	if err := a.startEvents(ctx); err != nil {
@@ -401,9 +402,23 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		Atomic:     t.Atomic,
 		Overwrite:  t.Overwrite,
 		Preserve:   t.Preserve,
+		ResumeDir:  resumeDir(cfg),
 		SSH:        a.opts.SSH,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)
 		},
 	}
+}
+
+// resumeDir is the private folder under state_dir where the engine keeps the
+// checkpoints of big uploads, so that one interrupted by a lost connection, a
+// stop or a crash continues where the server's copy ends; "" (each
+// interrupted file is sent again whole) when it cannot be created.
+func resumeDir(cfg *config.Config) string {
+	dir := filepath.Join(cfg.Agent.StateDir, "resume")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return ""
+	}
+	followOwner(dir, cfg.Agent.StateDir)
+	return dir
 }

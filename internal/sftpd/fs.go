@@ -436,5 +436,9 @@ func (f *file) WriteAt(p []byte, off int64) (int, error) {
 		}
 		return 0, sftp.ErrSSHFxFailure
 	}
-	return f.File.WriteAt(p, off)
+	n, err := f.File.WriteAt(p, off)
+	c.srv.mu.Lock()
+	c.srv.stats.BytesWritten += int64(n)
+	c.srv.mu.Unlock()
+	return n, err
 }

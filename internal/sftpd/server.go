@@ -116,6 +116,7 @@ type Question struct {
 // follows is.
 type Stats struct {
 	Connections  int            // TCP connections accepted
+	Open         int            // connections being served now
 	Logins       int            // successful authentications
 	AuthAttempts map[string]int // authentication requests by method
 	AuthFailures map[string]int // failed authentication requests by method
@@ -130,6 +131,10 @@ type Stats struct {
 	Setstats     int // SSH_FXP_SETSTAT and SSH_FXP_FSETSTAT
 	StatVFS      int // statvfs@openssh.com
 	PickedUp     int // files taken by Quirks.PickUpRenamed
+
+	// BytesWritten is the file data stored by SSH_FXP_WRITE requests (what
+	// a client sent, not what ended up in files).
+	BytesWritten int64
 }
 
 // Server is a running SSH server with the SFTP subsystem.
@@ -239,6 +244,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
+	st.Open = len(s.conns)
 	st.AuthAttempts = make(map[string]int, len(s.stats.AuthAttempts))
 	st.AuthFailures = make(map[string]int, len(s.stats.AuthFailures))
 	for k, v := range s.stats.AuthAttempts {

@@ -707,6 +707,7 @@ func (w *Watcher) created(p, rel string, now time.Time) {
 			w.forgetFile(f) // replaced: a new inode is a new file
 		}
 	}
+	w.log.Debug("entry created", logPath, p, "inode", st.ino, "size", st.size, "new", fresh)
 	switch {
 	case w.filter.isMarker(rel) && !st.isDir():
 		w.markerSeen(p, rel, originEvent)
@@ -1523,6 +1524,7 @@ func (w *Watcher) evaluate(f *fileState, now time.Time) bool {
 	}
 	if f.reported && f.rkey.sameContent(cur) {
 		f.pending = false // unchanged since it was reported
+		w.log.Debug("unchanged since it was reported", logPath, f.path, "inode", cur.ino)
 		return false
 	}
 	f.cand = cur
@@ -1549,6 +1551,7 @@ func (w *Watcher) decide(cands []*fileState, now time.Time) {
 		}
 		w.noteBlind(f, r)
 		if r.state == writerOpen {
+			w.log.Debug("open for writing; looked at again later", logPath, f.path, "inode", f.cand.ino)
 			f.needSettle = true
 			w.schedule(f, now.Add(w.t.writerRecheck))
 			continue
@@ -1623,7 +1626,7 @@ func (w *Watcher) enqueue(f *fileState, file File) {
 	it := &outItem{f: f, file: file, st: f.cand}
 	f.queued = it
 	w.out.push(it)
-	w.log.Debug("file ready", logPath, file.Path, logReason, file.Reason)
+	w.log.Debug("file ready", logPath, file.Path, "inode", file.Inode, logReason, file.Reason)
 	if w.hooks.queued != nil {
 		w.hooks.queued(file)
 	}

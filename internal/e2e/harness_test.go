@@ -394,6 +394,11 @@ func newEnv(t testing.TB) *env {
 		set("name", agentName).
 		set("state_dir", e.state).
 		set("shutdown_grace", "5s")
+	if os.Getenv("DROPSHIP_E2E_DEBUG") == "1" {
+		// The agent's debug lines (the watcher's decisions among them)
+		// in the output a failing test prints.
+		e.conf.get("[agent]").set("log_level", "debug")
+	}
 	return e
 }
 

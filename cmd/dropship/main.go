@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/dropship/dropship/internal/config"
@@ -150,7 +151,7 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: dropship %s %s\n", name, synopsis)
+		fmt.Fprintln(fs.Output(), strings.TrimSpace("Usage: dropship "+name+" "+synopsis))
 		fs.PrintDefaults()
 	}
 	return fs

@@ -36,7 +36,7 @@ func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
 		"Usage: dropship <command> [flags]": {"-h"},
 	}
 	for _, c := range commands() {
-		cases["Usage: dropship "+c.name+" "] = []string{c.name, "-h"}
+		cases["Usage: dropship "+c.name] = []string{c.name, "-h"}
 	}
 	for want, args := range cases {
 		forms := [][]string{args}

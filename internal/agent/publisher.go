@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -22,7 +23,13 @@ type publisher struct {
 	deadline time.Time // while stopping: give up publishing after this
 	mu       sync.Mutex
 	lastErr  error
+	failing  bool // a publish failed, and was logged, since the last success; only run touches it
 }
+
+// streamError is a failed stream check, which checkStream logged.
+type streamError struct{ error }
+
+func (e streamError) Unwrap() error { return e.error }
 
 func newPublisher(a *Agent) *publisher {
 	return &publisher{a: a, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
@@ -64,7 +71,16 @@ func (p *publisher) run() {
 					return
 				}
 			}
-			p.a.logger.Debug("publishing events failed; retrying", "err", err, "in", wait)
+			// A stream problem was logged by the check, a lost
+			// connection by the bus; anything else is said once per
+			// streak of failures.
+			var se streamError
+			if !p.failing && !errors.As(err, &se) && !errors.Is(err, events.ErrNotConnected) {
+				p.failing = true
+				p.a.logger.Warn("publishing lifecycle events failed; they wait in the outbox, retrying", "err", err, "outbox", p.a.journal.OutboxLen())
+			} else {
+				p.a.logger.Debug("publishing events failed; retrying", "err", err, "in", wait)
+			}
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -75,6 +91,10 @@ func (p *publisher) run() {
 			continue
 		}
 		p.setErr(nil)
+		if p.failing && n > 0 {
+			p.failing = false
+			p.a.logger.Info("publishing lifecycle events again")
+		}
 		delay = retryMin
 		if n > 0 {
 			continue
@@ -126,7 +146,7 @@ func (p *publisher) drain() (int, error) {
 		err := a.checkStream(ctx, publishTimeout)
 		cancel()
 		if err != nil {
-			return 0, err
+			return 0, streamError{err}
 		}
 	}
 	if len(entries) == 0 {

@@ -42,6 +42,9 @@ type streamHealth struct {
 	warned  map[string]bool // warnings logged
 }
 
+// errUnchecked marks, in streamHealth.logged, a check that could not ask.
+const errUnchecked = "\x00unchecked"
+
 // streamSetup is what the running configuration says about the stream.
 func (a *Agent) streamSetup() events.StreamSetup {
 	cfg := a.config()
@@ -68,6 +71,10 @@ func (a *Agent) checkStream(ctx context.Context, timeout time.Duration) error {
 	defer h.mu.Unlock()
 	h.check, h.err, h.checked = c, err, time.Now()
 	if err != nil {
+		if !errors.Is(err, events.ErrNotConnected) && h.logged != errUnchecked {
+			h.logged = errUnchecked
+			a.logger.Warn("cannot check the JetStream stream; lifecycle events wait in the outbox, retrying", keyStream, setup.Name, keyErr, err)
+		}
 		return fmt.Errorf("check JetStream stream %s: %w", setup.Name, err)
 	}
 	if h.warned == nil {

@@ -41,7 +41,7 @@ func ReadinessRisk(root string, settle time.Duration, readyMarker string, ab Abi
 		return fmt.Sprintf("%s is on a %s file system: a file written from another machine raises no inotify event here and cannot be seen open for writing, so its readiness rests on settle (%s) alone and an upload that pauses longer is sent half-written; watch a local folder, or %s", root, fs, settle, fix)
 	}
 	if !ab.SeesOthersWriters() {
-		return fmt.Sprintf("dropship (uid %d) has no CAP_LEASE: it cannot see whether a file another user writes is still open for writing, so the readiness of such files rests on settle (%s) alone and an upload that pauses longer is sent half-written; grant CAP_LEASE (systemd: AmbientCapabilities=CAP_LEASE, as the packaged unit does), or %s", ab.UID, settle, fix)
+		return fmt.Sprintf("dropship runs as uid %d without CAP_LEASE: it cannot see whether a file another user writes is still open for writing, so the readiness of such files rests on settle (%s) alone and an upload that pauses longer is sent half-written; grant CAP_LEASE (systemd: AmbientCapabilities=CAP_LEASE, as the packaged unit does), or %s", ab.UID, settle, fix)
 	}
 	return ""
 }

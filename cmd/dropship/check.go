@@ -26,6 +26,9 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := checkWatches(cfg, stdout, stderr); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d target(s), %d watch(es))\n", cfg.File, len(cfg.Targets), len(cfg.Watches))
 	if !*connect {
 		return nil

@@ -190,3 +190,91 @@ func TestPostFailureIsLoud(t *testing.T) {
 	}
 	p.stop(15 * time.Second)
 }
+
+// TestCheckWatchAsAgentUser: `dropship check` run by root for an agent whose
+// state_dir belongs to an unprivileged user (as the packaged service's
+// /var/lib/dropship belongs to dropship) checks the watch folders as that
+// user. A folder it cannot write while `after` archives, and one it cannot
+// even list, are errors (exit status 2, FILE:LINE: watch.path: message,
+// naming the user and the fix); a sub-folder it could not archive from, and
+// readiness resting on settle without CAP_LEASE, are warnings. Once the
+// folders are the user's, check passes.
+func TestCheckWatchAsAgentUser(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	u := unprivileged(t)
+	e := newAttackEnv(t, u)
+	e.conf.get("[nats]").set("url", "nats://127.0.0.1:1")
+	e.target("partner", "127.0.0.1", 1, "alice").
+		set("password_file", e.secretFile("partner.password", "secret\n")).
+		set("host_key", otherFingerprint(t))
+	unwritable := filepath.Join(e.dir, "unwritable") // root's, 0755: listed, not written
+	unreadable := filepath.Join(e.dir, "unreadable") // root's, 0700
+	good := filepath.Join(e.dir, "good")             // the agent's
+	for dir, mode := range map[string]os.FileMode{unwritable: 0o755, unreadable: 0o700, good: 0o755} {
+		if err := os.Mkdir(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.chown(good)
+	if err := os.Mkdir(filepath.Join(good, "incoming"), 0o755); err != nil { // an uploader's, umask 022
+		t.Fatal(err)
+	}
+	for _, dir := range []string{unwritable, unreadable, good} {
+		e.conf.add("[[watch]]").set("path", dir).set("target", "partner").set("settle", "2s")
+	}
+	e.writeConf()
+	line := func(dir string) string {
+		b, _ := os.ReadFile(e.cfg)
+		n := 0
+		for i, l := range strings.Split(string(b), "\n") {
+			if l == "[[watch]]" {
+				n = i + 1
+			}
+			if l == fmt.Sprintf("path = %q", dir) {
+				return fmt.Sprintf("%s:%d: watch.path: ", e.cfg, n)
+			}
+		}
+		t.Fatalf("no watch of %s in the config", dir)
+		return ""
+	}
+
+	r := dropship(t, "check", "-c", e.cfg)
+	if r.code != 2 {
+		t.Errorf("check of watch folders the agent's user cannot use: exit status %d, want 2\n%s", r.code, r)
+	}
+	for _, want := range []string{
+		line(unwritable) + u.name + " (the owner of state_dir",
+		"cannot write " + unwritable,
+		`this watch archives sent files (after = "archive")`,
+		line(unreadable) + u.name,
+		"cannot list " + unreadable,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("check does not say %q\n%s", want, r)
+		}
+	}
+	if strings.Contains(r.stderr, line(good)) {
+		t.Errorf("check reports an error for a folder the agent's user owns\n%s", r)
+	}
+	for _, want := range []string{
+		"watch folders checked as " + u.name,
+		line(good) + "warning: " + u.name + " cannot write the sub-folder(s) " + filepath.Join(good, "incoming"),
+		"setgid",
+		line(good) + "warning: unless the agent runs with CAP_LEASE",
+		"ready_marker",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check does not warn %q\n%s", want, r)
+		}
+	}
+
+	// The operator gives the folders to the agent's user.
+	for _, dir := range []string{unwritable, unreadable, filepath.Join(good, "incoming")} {
+		e.chown(dir)
+	}
+	r = dropship(t, "check", "-c", e.cfg)
+	if r.code != 0 || !strings.Contains(r.stdout, "ok") || strings.Contains(r.stdout, "cannot write the sub-folder") {
+		t.Errorf("check once the folders are the agent user's: %s", r)
+	}
+}

@@ -23,8 +23,10 @@ const (
 	statePostFailed = events.TransferPostFailed
 )
 
-// progressInterval is the most often a transfer publishes progress.
-const progressInterval = time.Second
+// progressInterval is the most often a transfer publishes progress: a little
+// less than transfer's own report interval (200 ms), so that every report
+// is published and a progress bar follows the bytes within half a second.
+const progressInterval = 150 * time.Millisecond
 
 // transferEvent builds the lifecycle event of rec for the outbox. start and
 // end bound the attempt (zero when not applicable); cause is the failure of a

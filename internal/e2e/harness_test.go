@@ -172,6 +172,13 @@ func (p *proc) start() {
 		}
 		if t.Failed() {
 			out := p.out.String()
+			if dir := os.Getenv("DROPSHIP_E2E_LOGDIR"); dir != "" {
+				// The whole output, for runs too long to print.
+				f := filepath.Join(dir, fmt.Sprintf("%s-%d.log", strings.ReplaceAll(t.Name(), "/", "_"), p.cmd.Process.Pid))
+				if err := os.WriteFile(f, []byte(out), 0o644); err == nil {
+					t.Logf("output of %s saved in %s", p.name, f)
+				}
+			}
 			if len(out) > 200<<10 {
 				out = "…" + out[len(out)-200<<10:]
 			}

@@ -104,6 +104,12 @@ func TestCheckStream(t *testing.T) {
 		t.Errorf("stream with a short duplicate window: %+v", c)
 	}
 
+	// Three replicas on a single server.
+	c = checkStream(t, b, StreamSetup{Name: "CLUSTERED", Subjects: AllLifecycle("clustered"), Create: true, Replicas: 3})
+	if c.OK() || !strings.Contains(c.Fix, "set nats.stream_replicas to at most the number of JetStream servers") || !strings.Contains(c.Fix, "--replicas 3") {
+		t.Errorf("three replicas on one server: %+v", c)
+	}
+
 	// A stream that cannot be created: the reason and what to do.
 	c = checkStream(t, b, StreamSetup{Name: "OTHER", Subjects: AllLifecycle("ops"), Create: true})
 	if c.OK() || !strings.Contains(c.Problem, "cannot create JetStream stream OTHER") || !strings.Contains(c.Fix, "set nats.stream to its name") {

@@ -43,7 +43,7 @@ func commandFlags(t *testing.T, name string) *flag.FlagSet {
 // completionFlag is one flag as the completion scripts offer it.
 type completionFlag struct {
 	name, help string
-	value      string // "": a boolean; else "file", "dir", "types" or "any"
+	value      string // "": a boolean; else "file", "dir", "types", "targets" or "any"
 }
 
 func completionFlags(t *testing.T, name string) []completionFlag {
@@ -63,11 +63,22 @@ func completionFlags(t *testing.T, name string) []completionFlag {
 			cf.value = "dir"
 		case "type":
 			cf.value = "types"
+		case "target":
+			cf.value = "targets"
 		}
 		out = append(out, cf)
 	})
 	return out
 }
+
+// targetNames is an awk program that prints the name of every [[target]]
+// of a configuration file (names are subject tokens: no spaces, no quotes).
+const targetNames = `/^[ \t]*\[\[target\]\]/ { t = 1; next } /^[ \t]*\[/ { t = 0 } ` +
+	`t && /^[ \t]*name[ \t]*=/ { sub(/^[^=]*=[ \t]*/, ""); sub(/[ \t]*#.*$/, ""); gsub(/"/, ""); print }`
+
+// defaultConf is the configuration the completion reads target names from
+// when the command line has no -c.
+const defaultConf = DefaultConfig
 
 // completionScripts returns the bash and zsh completion scripts.
 func completionScripts(t *testing.T) (bash, zsh string) {
@@ -119,6 +130,17 @@ func completionScripts(t *testing.T) (bash, zsh string) {
     esac
     case " $files " in *" $prev "*) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
     case " $dirs " in *" $prev "*) COMPREPLY=($(compgen -d -- "$cur")); return ;; esac
+    if [ "$prev" = -target ]; then
+        local conf=` + defaultConf + ` i
+        for ((i = 2; i < COMP_CWORD; i++)); do
+            case ${COMP_WORDS[i]} in
+                -c | --c) conf=${COMP_WORDS[i+1]}; [ "$conf" = = ] && conf=${COMP_WORDS[i+2]} ;; # -c=FILE: bash splits at =
+                -c=* | --c=*) conf=${COMP_WORDS[i]#*=} ;;
+            esac
+        done
+        [ -r "$conf" ] && COMPREPLY=($(compgen -W "$(awk '` + targetNames + `' "$conf" 2>/dev/null)" -- "$cur"))
+        return
+    fi
     if [ "$prev" = -type ]; then
         COMPREPLY=($(compgen -W "` + types + `" -- "$cur"))
         return
@@ -136,6 +158,21 @@ complete -o filenames -F _dropship dropship
 
 	var z strings.Builder
 	z.WriteString("#compdef dropship\n# zsh completion for dropship(1).\n" + header)
+	z.WriteString(`# The names of the [[target]] tables of the configuration (-c, or the default).
+_dropship_targets() {
+    local conf=` + defaultConf + ` i
+    for (( i = 1; i < CURRENT; i++ )); do
+        case ${words[i]} in
+            -c|--c) conf=${words[i+1]} ;;
+            -c=*|--c=*) conf=${words[i]#*=} ;;
+        esac
+    done
+    [[ -r $conf ]] || return 1
+    local -a names
+    names=(${(f)"$(awk '` + targetNames + `' $conf 2>/dev/null)"})
+    compadd -a names
+}
+`)
 	z.WriteString("_dropship() {\n    local -a commands\n    commands=(\n")
 	for _, c := range commands() {
 		fmt.Fprintf(&z, "        %s\n", zshQuote(c.name+":"+zshEscape(c.summary)))
@@ -161,6 +198,8 @@ complete -o filenames -F _dropship dropship
 				spec += ":folder:_files -/"
 			case "types":
 				spec += ":event type:(" + types + ")"
+			case "targets":
+				spec += ":target:_dropship_targets"
 			case "any":
 				spec += ":" + zshEscape(f.name) + ": "
 			}
@@ -287,8 +326,16 @@ func TestBashCompletion(t *testing.T) {
 	if got := bashComplete(t, "dropship", "send", "-target", "acme", "rep"); !slices.Equal(got, []string{"report.csv"}) {
 		t.Errorf("dropship send -target acme rep<TAB>: %q", got)
 	}
-	if got := bashComplete(t, "dropship", "send", "-target", ""); len(got) != 0 {
-		t.Errorf("dropship send -target <TAB>: %q, want nothing (a name)", got)
+	conf := filepath.Join(t.TempDir(), "agent.toml")
+	writeFile(t, conf, "[agent]\nname = \"edge\"\n\n[[target]]\nname = \"acme\"   # the partner\nhost = \"h\"\n\n[[watch]]\nname = \"no\"\n\n  [[target]]\n  name=\"globex\"\n")
+	if got := bashComplete(t, "dropship", "send", "-c", conf, "-target", ""); !slices.Equal(got, []string{"acme", "globex"}) {
+		t.Errorf("dropship send -c FILE -target <TAB>: %q, want the file's targets", got)
+	}
+	if got := bashComplete(t, "dropship", "events", "-c="+conf, "-target", "g"); !slices.Equal(got, []string{"globex"}) {
+		t.Errorf("dropship events -c=FILE -target g<TAB>: %q", got)
+	}
+	if got := bashComplete(t, "dropship", "hostkey", "-c", "=", conf, "-target", "a"); !slices.Equal(got, []string{"acme"}) {
+		t.Errorf("dropship hostkey -c=FILE -target a<TAB>, split at = as bash does: %q", got)
 	}
 	if got := bashComplete(t, "dropship", "help", "st"); !slices.Equal(got, []string{"status"}) {
 		t.Errorf("dropship help st<TAB>: %q", got)
@@ -314,5 +361,26 @@ func TestZshCompletion(t *testing.T) {
 	out, err := exec.Command("zsh", "-f", "-c", script).CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "_dropship" {
 		t.Fatalf("zsh compinit with %s: %v, dropship completes with %q, want _dropship", dir, err, out)
+	}
+}
+
+// The zsh completion's target names come from the configuration on the
+// command line.
+func TestZshCompletionTargets(t *testing.T) {
+	if _, err := exec.LookPath("zsh"); err != nil {
+		if os.Getenv("DROPSHIP_REQUIRE_SSHD") != "" {
+			t.Fatal("zsh is not installed (CI installs it)")
+		}
+		t.Skip("no zsh")
+	}
+	conf := filepath.Join(t.TempDir(), "agent.toml")
+	writeFile(t, conf, "[[target]]\nname = \"acme\"\n\n[[watch]]\nname = \"no\"\n\n[[target]]\nname = \"globex\"\n")
+	script := `compdef() { :; }; source "$1"
+compadd() { [ "$1" = -a ] && print -l -- ${(P)2}; }
+words=(send -c "$2" -target ''); CURRENT=5
+_dropship_targets`
+	out, err := exec.Command("zsh", "-f", "-c", script, "zsh", zshCompletion, conf).CombinedOutput()
+	if err != nil || string(out) != "acme\nglobex\n" {
+		t.Errorf("zsh _dropship_targets: %v, %q; want acme and globex", err, out)
 	}
 }

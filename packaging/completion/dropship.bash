@@ -23,6 +23,17 @@ _dropship() {
     esac
     case " $files " in *" $prev "*) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
     case " $dirs " in *" $prev "*) COMPREPLY=($(compgen -d -- "$cur")); return ;; esac
+    if [ "$prev" = -target ]; then
+        local conf=/etc/dropship/agent.toml i
+        for ((i = 2; i < COMP_CWORD; i++)); do
+            case ${COMP_WORDS[i]} in
+                -c | --c) conf=${COMP_WORDS[i+1]}; [ "$conf" = = ] && conf=${COMP_WORDS[i+2]} ;; # -c=FILE: bash splits at =
+                -c=* | --c=*) conf=${COMP_WORDS[i]#*=} ;;
+            esac
+        done
+        [ -r "$conf" ] && COMPREPLY=($(compgen -W "$(awk '/^[ \t]*\[\[target\]\]/ { t = 1; next } /^[ \t]*\[/ { t = 0 } t && /^[ \t]*name[ \t]*=/ { sub(/^[^=]*=[ \t]*/, ""); sub(/[ \t]*#.*$/, ""); gsub(/"/, ""); print }' "$conf" 2>/dev/null)" -- "$cur"))
+        return
+    fi
     if [ "$prev" = -type ]; then
         COMPREPLY=($(compgen -W "all transfer progress log agent queued started retrying completed failed post-failed transfer.queued transfer.started transfer.retrying transfer.completed transfer.failed transfer.post-failed agent.started agent.reloaded agent.stopping agent.error" -- "$cur"))
         return

@@ -10,8 +10,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -276,5 +280,74 @@ func TestCheckWatchAsAgentUser(t *testing.T) {
 	r = dropship(t, "check", "-c", e.cfg)
 	if r.code != 0 || !strings.Contains(r.stdout, "ok") || strings.Contains(r.stdout, "cannot write the sub-folder") {
 		t.Errorf("check once the folders are the agent user's: %s", r)
+	}
+}
+
+// TestReadmeWatchFolderSetup: the watch folder set up as the README's
+// install steps say (root's, the agent's group, setgid 2770, and a default
+// ACL giving that group rwx) lets the agent, running as its own user,
+// archive a file from a sub-folder an uploader created with umask 022;
+// `dropship check` (as root) has nothing to warn about that sub-folder, and
+// no post-failed event comes.
+func TestReadmeWatchFolderSetup(t *testing.T) {
+	needRoot(t)
+	setfacl, err := exec.LookPath("setfacl")
+	if err != nil {
+		if os.Getenv("DROPSHIP_REQUIRE_SSHD") != "" {
+			t.Fatal("setfacl (package acl) is needed: .ci/run installs it")
+		}
+		t.Skip("no setfacl (package acl)")
+	}
+	t.Parallel()
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	u := unprivileged(t)
+	e := newAttackEnv(t, u)
+	n := e.externalNATS()
+	e.sshdKeyTarget("sshd", srv, e.remote)
+	e.watchFolder(e.watch, "sshd")
+	e.writeConf()
+	group, err := user.LookupGroupId(strconv.Itoa(u.gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sudo install -d -o root -g dropship -m 2770 /srv/drop/acme
+	if err := os.Chown(e.watch, 0, u.gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(e.watch, 0o2770); err != nil {
+		t.Fatal(err)
+	}
+	// sudo setfacl -m g:dropship:rwx,d:g:dropship:rwx /srv/drop/acme
+	if out, err := exec.Command(setfacl, "-m", fmt.Sprintf("g:%s:rwx,d:g:%s:rwx", group.Name, group.Name), e.watch).CombinedOutput(); err != nil {
+		if strings.Contains(string(out), "Operation not supported") {
+			t.Skipf("the test folder's file system has no ACLs: %s", out)
+		}
+		t.Fatalf("setfacl: %v: %s", err, out)
+	}
+	// An uploader with the usual umask creates a sub-folder and a file.
+	data := []byte("2026-12-04;ok\n")
+	cmd := exec.Command("sh", "-c", `umask 022 && mkdir sub && printf '%s' "$DATA" > sub/day.csv`)
+	cmd.Dir, cmd.Env = e.watch, append(os.Environ(), "DATA="+string(data))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("upload: %v: %s", err, out)
+	}
+	// As the service's user (sudo -u dropship dropship check): the secrets
+	// are its own.
+	check := exec.Command(e.bin, "check", "-c", e.cfg)
+	check.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(u.uid), Gid: uint32(u.gid), Groups: []uint32{}}}
+	out, err := check.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "watch folders checked as "+u.name) || strings.Contains(string(out), "cannot write the sub-folder") {
+		t.Errorf("check of the README's setup, as %s: %v\n%s", u.name, err, out)
+	}
+
+	c := collect(t, n.url())
+	e.startAgent()
+	src := filepath.Join(e.watch, "sub", "day.csv")
+	eventually(t, 30*time.Second, "the file delivered and archived", func() bool {
+		return sameContent(filepath.Join(e.remote, "sub", "day.csv"), data) && !exists(src) &&
+			sameContent(filepath.Join(e.watch, ".dropship-sent", "sub", "day.csv"), data)
+	})
+	if got := c.ofType(events.TypeTransferPostFailed); len(got) != 0 {
+		t.Errorf("post-failed events with the README's setup: %d", len(got))
 	}
 }

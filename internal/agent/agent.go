@@ -333,8 +333,7 @@ func (a *Agent) startEvents(ctx context.Context) error {
 			if connected {
 				// Every (re)connect may reach another server, or
 				// one whose stream changed: check it again.
-				a.needCheck.Store(true)
-				a.pub.poke()
+				a.pub.recheck()
 			}
 		},
 	})
@@ -403,6 +402,7 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		Overwrite:  t.Overwrite,
 		Preserve:   t.Preserve,
 		ResumeDir:  resumeDir(cfg),
+		Bandwidth:  t.Bandwidth,
 		SSH:        a.opts.SSH,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)

@@ -224,8 +224,7 @@ func (a *Agent) reload(next *config.Config) {
 		a.opts.LogLevel.Set(LevelOf(cfg.Agent.LogLevel))
 	}
 	if cfg.NATS.Stream != running.NATS.Stream || cfg.NATS.AutoCreateStream != running.NATS.AutoCreateStream || cfg.NATS.StreamReplicas != running.NATS.StreamReplicas {
-		a.needCheck.Store(true)
-		a.pub.poke()
+		a.pub.recheck()
 	}
 	if len(restart) > 0 {
 		a.logger.Warn("these keys need a restart: "+strings.Join(restart, ", ")+"; they keep their running values until then (systemctl restart dropship)", "keys", restart)

@@ -18,6 +18,7 @@ import (
 type publisher struct {
 	a        *Agent
 	kick     chan struct{}
+	check    chan struct{} // see recheck
 	quit     chan struct{}
 	done     chan struct{}
 	deadline time.Time // while stopping: give up publishing after this
@@ -32,7 +33,17 @@ type streamError struct{ error }
 func (e streamError) Unwrap() error { return e.error }
 
 func newPublisher(a *Agent) *publisher {
-	return &publisher{a: a, kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	return &publisher{a: a, kick: make(chan struct{}, 1), check: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// recheck says the stream must be checked again at once (a reconnect, a
+// reload that changed the stream setup), even during a retry's backoff.
+func (p *publisher) recheck() {
+	p.a.needCheck.Store(true)
+	select {
+	case p.check <- struct{}{}:
+	default:
+	}
 }
 
 // poke says the outbox has new events.
@@ -82,12 +93,14 @@ func (p *publisher) run() {
 				p.a.logger.Debug("publishing events failed; retrying", "err", err, "in", wait)
 			}
 			t := time.NewTimer(wait)
+			delay = min(delay*2, retryMax)
 			select {
 			case <-t.C:
 			case <-p.quitIfRunning(stopping):
+			case <-p.check:
+				delay = retryMin
 			}
 			t.Stop()
-			delay = min(delay*2, retryMax)
 			continue
 		}
 		p.setErr(nil)
@@ -106,6 +119,7 @@ func (p *publisher) run() {
 		select {
 		case <-p.quit:
 		case <-p.kick:
+		case <-p.check:
 		case <-t.C:
 		}
 		t.Stop()

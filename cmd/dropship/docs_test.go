@@ -331,7 +331,7 @@ func eventsLines(t *testing.T) string {
 	b.WriteString("```\n")
 	for _, typ := range []string{
 		events.TypeAgentStarted, events.TypeTransferQueued, events.TypeTransferStarted, events.TypeTransferRetrying,
-		events.TypeLog, events.TypeProgress, events.TypeTransferCompleted, events.TypeTransferFailed,
+		events.TypeLog, events.TypeProgress, events.TypeTransferCompleted, events.TypeTransferPostFailed, events.TypeTransferFailed,
 	} {
 		b.WriteString(formatEvent(goldenEvent(t, typ), goldenStyle) + "\n")
 	}

@@ -73,6 +73,11 @@ func formatEvent(ev events.Event, st lineStyle) string {
 			if d.NextAttemptAt != nil {
 				fmt.Fprintf(&b, "; next attempt at %s", st.clock(*d.NextAttemptAt))
 			}
+		case events.TransferPostFailed:
+			fmt.Fprintf(&b, "  delivered, left in place: %s", errorText(d.Error))
+			if d.NextAttemptAt != nil {
+				fmt.Fprintf(&b, "; tried again at %s", st.clock(*d.NextAttemptAt))
+			}
 		}
 		return b.String()
 	}
@@ -161,7 +166,7 @@ func stateColor(s events.TransferState) string {
 		return sgrGreen
 	case events.TransferRetrying:
 		return sgrYellow
-	case events.TransferFailed:
+	case events.TransferFailed, events.TransferPostFailed:
 		return sgrRed
 	}
 	return ""

@@ -436,7 +436,14 @@ func (b *Bus) message(ev Event) (*nats.Msg, error) {
 // subject (a consumer with several filter subjects needs nats-server 2.10,
 // and Debian 12 ships 2.9) and merges what they deliver by stream sequence,
 // so the order is the stream's; it acknowledges nothing.
-func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, since time.Duration, fn func(Event)) error {
+func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, since time.Duration, fn func(Event)) (err error) {
+	defer func() {
+		// An older server than dropship supports may lack what a
+		// replay uses: say so rather than leave the raw error.
+		if v := b.nc.ConnectedServerVersion(); err != nil && v != "" && !VersionAtLeast(v, MinServerVersion) {
+			err = fmt.Errorf("%w (nats-server %s is older than %s, the oldest dropship supports: upgrade the NATS server)", err, v, MinServerVersion)
+		}
+	}()
 	s, err := b.js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("replay from JetStream stream %s: %w", stream, err)

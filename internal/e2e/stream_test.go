@@ -256,3 +256,35 @@ func TestDebianNATSServerEndToEnd(t *testing.T) {
 	evp.stop(5 * time.Second)
 	agent.stop(10 * time.Second)
 }
+
+// TestStreamCheckedOnReconnect: the NATS server comes back from an outage
+// without its store (a new server at the same address, say). The agent
+// checks the stream again on the reconnect and says it is gone, instead of
+// publishing into nothing.
+func TestStreamCheckedOnReconnect(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.externalNATS()
+	e.conf.get("[nats]").set("auto_create_stream", false)
+	e.writeConf()
+	createStream(t, n.url())
+	agent := startAgent(t, e.cfg)
+	eventually(t, 10*time.Second, "the started event stored", func() bool {
+		return len(filterType(storedEvents(t, n.url()), events.TypeAgentStarted)) == 1
+	})
+	if strings.Contains(agent.logs(), "cannot be stored") {
+		t.Fatalf("a problem with the stream in place:\n%s", agent.logs())
+	}
+	n.stop()
+	if err := os.RemoveAll(n.storeDir); err != nil {
+		t.Fatal(err)
+	}
+	n.restart()
+	agent.waitLog(20*time.Second, "lifecycle events cannot be stored: JetStream stream "+stream+" does not exist")
+	if st := status(t, "-c", e.cfg); st.Stream.Stored || !strings.Contains(st.Stream.Fix, "nats stream add") {
+		t.Errorf("status after the stream is gone: %+v", st.Stream)
+	}
+	createStream(t, n.url())
+	agent.waitLog(20*time.Second, "lifecycle events can be stored again")
+	agent.stop(10 * time.Second)
+}

@@ -37,15 +37,21 @@ const maxSubfolders = 2000
 // else root.
 func AgentUser(cfg *config.Config) (access.User, string) {
 	me := access.Current()
+	fi, err := os.Stat(cfg.Agent.StateDir)
+	var st *syscall.Stat_t
+	if err == nil {
+		st, _ = fi.Sys().(*syscall.Stat_t)
+	}
 	if me.UID != 0 {
+		if st != nil && int(st.Uid) != me.UID {
+			return me, fmt.Sprintf("the user running check; state_dir belongs to %s: run check as root to check as that user", userName(int(st.Uid)))
+		}
 		return me, "the user running check"
 	}
-	fi, err := os.Stat(cfg.Agent.StateDir)
-	if err != nil {
+	if st == nil {
 		return me, "state_dir does not exist yet"
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
+	if st.Uid == 0 {
 		return me, "the owner of state_dir " + cfg.Agent.StateDir
 	}
 	u, err := access.Lookup(int(st.Uid))

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 const (
@@ -55,6 +57,9 @@ type Options struct {
 	// crash) continues where the server's copy ends; "" sends every
 	// interrupted file again from the start.
 	ResumeDir string
+	// Bandwidth caps the upload rate of all the client's sessions
+	// together, in bytes per second; 0 is no limit.
+	Bandwidth int64
 	// SSH is the OpenSSH client program; "" means "ssh" from PATH.
 	SSH string
 	// OnConnectionLine receives every line the shared connection's ssh
@@ -100,6 +105,8 @@ type Client struct {
 	ownDir string // a ControlDir of its own, removed by Close
 
 	resumeWarn sync.Once // the warning that checkpoints cannot be written
+
+	limiter *rate.Limiter // Options.Bandwidth; nil for none
 
 	dirsMu sync.Mutex
 	dirs   map[string]*dirState
@@ -161,7 +168,20 @@ func NewClient(t Target, opts Options) (*Client, error) {
 		}
 	}
 	c.dialMu = make([]sync.Mutex, t.Connections)
+	if opts.Bandwidth > 0 {
+		// A burst of one chunk: the rate holds over any second.
+		c.limiter = rate.NewLimiter(rate.Limit(opts.Bandwidth), chunkSize)
+	}
 	return c, nil
+}
+
+// throttle waits until n more bytes (at most chunkSize) may be sent under
+// Options.Bandwidth.
+func (c *Client) throttle(ctx context.Context, n int) error {
+	if c.limiter == nil {
+		return nil
+	}
+	return c.limiter.WaitN(ctx, n)
 }
 
 // Target returns the client's target (its secrets print as "[redacted]").

@@ -609,6 +609,13 @@ func (u *uploadRun) write(i int, lanes []lane, from int64, h hash.Hash, done [][
 	prog := u.progress(it, start)
 	for off := from; off < it.Size && !failed(); {
 		n := min(int64(chunkSize), it.Size-off)
+		if held(done, off, n) {
+			// Resumed: the server holds these bytes; they are only
+			// read, for the hash.
+		} else if err := u.c.throttle(u.ctx, int(n)); err != nil {
+			setErr(&Error{Class: ClassCanceled, Message: "the upload was stopped", ExitCode: -1})
+			break
+		}
 		if !u.c.budget.acquire(n, s.done) {
 			setErr(u.sessionErr())
 			break

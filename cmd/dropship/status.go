@@ -148,6 +148,9 @@ func printStatus(w io.Writer, st agent.Status) {
 				detail += fmt.Sprintf(" (next try in %s)", time.Until(*t.NextProbe).Round(time.Second))
 			}
 		}
+		if t.WindowOpens != nil {
+			detail = strings.TrimPrefix(detail+"; ", "; ") + fmt.Sprintf("outside its window %s: opens %s", t.Window, t.WindowOpens.Local().Format("Mon 15:04"))
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", t.Name, strings.ToUpper(t.State), t.Queued, t.Running, t.Failed, detail)
 	}
 	tw.Flush()

@@ -402,6 +402,7 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		Overwrite:  t.Overwrite,
 		Preserve:   t.Preserve,
 		ResumeDir:  resumeDir(cfg),
+		Bandwidth:  t.Bandwidth,
 		SSH:        a.opts.SSH,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)

@@ -81,6 +81,12 @@ type TargetStatus struct {
 	Error     string     `json:"error,omitempty"`
 	Since     *time.Time `json:"since,omitempty"`
 	NextProbe *time.Time `json:"next_probe,omitempty"`
+	// Window is the target's sending window ("22:00-06:00"), when it has
+	// one; WindowOpens is when it opens next, while it is closed.
+	Window      string     `json:"window,omitempty"`
+	WindowOpens *time.Time `json:"window_opens,omitempty"`
+	// Bandwidth is the target's rate limit in bytes per second (0: none).
+	Bandwidth int64 `json:"bandwidth,omitempty"`
 }
 
 // WatchStatus is one watch in Status.
@@ -194,7 +200,11 @@ func (a *Agent) Status() Status {
 	}
 	byTarget := map[string]*TargetStatus{}
 	for _, tc := range a.cfg.Targets {
-		ts := TargetStatus{Name: tc.Name, Host: tc.Host, Port: tc.Port, State: "ok"}
+		ts := TargetStatus{Name: tc.Name, Host: tc.Host, Port: tc.Port, State: "ok", Window: tc.Window.String(), Bandwidth: tc.Bandwidth}
+		if now := time.Now(); !tc.Window.Open(now) {
+			opens := tc.Window.NextOpen(now)
+			ts.WindowOpens = &opens
+		}
 		if t := a.targets[tc.Name]; t != nil && t.failClass != "" {
 			ts.State = "retrying"
 			if !t.failClass.Retryable() {

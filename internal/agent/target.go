@@ -43,6 +43,10 @@ type target struct {
 	retryAt   time.Time
 	failures  int // consecutive target-wide failures
 	probing   bool
+
+	// outsideSaid: the log said that files wait for its window (config
+	// window) to open.
+	outsideSaid bool
 }
 
 func newTarget(name string, cfg config.Target, client *transfer.Client) *target {
@@ -126,6 +130,20 @@ func (a *Agent) pick(t *target) (batch []*journal.Record, wait time.Duration, st
 		return nil, 0, true
 	}
 	now := time.Now()
+	if w := t.cfg.Window; !w.Open(now) {
+		// Outside the target's window nothing starts, probes included;
+		// uploads already running finish.
+		opens := w.NextOpen(now)
+		if !t.outsideSaid && len(t.queue) > 0 {
+			a.logger.Info("outside the target's window: its files wait", keyTarget, t.name, "window", w.String(), "opens", opens.Format(time.RFC3339), "queued", len(t.queue))
+			t.outsideSaid = true
+		}
+		return nil, max(opens.Sub(now), time.Second), false
+	}
+	if t.outsideSaid {
+		t.outsideSaid = false
+		a.logger.Info("the target's window is open: sending", keyTarget, t.name, "window", t.cfg.Window.String(), "queued", len(t.queue))
+	}
 	probe := t.failClass != ""
 	if probe {
 		if t.probing {

@@ -73,7 +73,13 @@ type Target struct {
 	// Preserve sets the remote file's mtime and mode after the upload, where
 	// the server allows it (a refusal is ignored: delivery never depends on
 	// SETSTAT).
-	Preserve        bool
+	Preserve bool
+	// Bandwidth caps the target's upload rate, all its connections
+	// together, in bytes per second; 0 is no limit.
+	Bandwidth int64
+	// Window is when files may start to be sent (daily, local time); the
+	// zero Window is always. An upload running when it closes finishes.
+	Window          Window
 	Connections     int
 	ConnectTimeout  time.Duration
 	StallTimeout    time.Duration

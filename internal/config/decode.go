@@ -763,6 +763,17 @@ func (t *table) target(tg *Target) {
 		t.check("protocol", errors.New(`"scp" (the legacy scp -O protocol, for servers without an SFTP subsystem) is not available in this version of dropship; use "sftp" or "auto"`))
 	}
 	t.boolean("preserve", &tg.Preserve)
+	var bw, win string
+	if t.str("bandwidth", &bw) {
+		n, err := ParseBandwidth(bw)
+		t.check("bandwidth", err)
+		tg.Bandwidth = n
+	}
+	if t.str("window", &win) {
+		w, err := ParseWindow(win)
+		t.check("window", err)
+		tg.Window = w
+	}
 	t.integer("connections", &tg.Connections, 1, 64)
 	t.duration("connect_timeout", &tg.ConnectTimeout, true)
 	t.duration("stall_timeout", &tg.StallTimeout, true)

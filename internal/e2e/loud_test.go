@@ -53,7 +53,8 @@ func readyz(t testing.TB, addr string) (int, map[string]any) {
 // (never before the next try status announced), and once the folder is
 // fixed, `dropship retry ID` archives the file at once and every sign
 // clears. The same agent has no CAP_LEASE: its start log and status say
-// that the watch's readiness rests on settle alone, and what to do.
+// that the watch's readiness rests on settle alone, and what to do, and so
+// does `dropship check`, which reads the running agent's capabilities.
 func TestPostFailureIsLoud(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
@@ -79,6 +80,14 @@ func TestPostFailureIsLoud(t *testing.T) {
 	st := status(t, ctl...)
 	if len(st.Watches) != 1 || !strings.Contains(st.Watches[0].Risk, "CAP_LEASE") || !strings.Contains(st.Watches[0].Risk, "ready_marker") {
 		t.Errorf("status does not show the watch's risk: %+v", st.Watches)
+	}
+
+	// check, as the agent's user, reads the running agent's capabilities.
+	check := exec.Command(e.bin, "check", "-c", e.cfg)
+	check.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(e.u.uid), Gid: uint32(e.u.gid), Groups: []uint32{}}}
+	out, err := check.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "watch.path: warning: dropship runs as uid") || strings.Contains(string(out), "unless the agent runs with CAP_LEASE") {
+		t.Errorf("check as %s, with the agent running without CAP_LEASE: %v\n%s", e.u.name, err, out)
 	}
 
 	// An uploader's sub-folder, mode 0755 and not the agent's.

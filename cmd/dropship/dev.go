@@ -192,8 +192,8 @@ func shellQuote(s string) string {
 // selfCommand is how to run this dropship again from a shell in dir, so
 // that the commands -dev prints work as printed: "dropship" when PATH finds
 // this executable; "go run ./cmd/dropship" (relative to dir) when it was
-// started by go run, whose executable is a temporary one; its absolute
-// path otherwise.
+// started by go run from within the module, whose executable is a temporary
+// one; its absolute path otherwise.
 func selfCommand(exe, dir string, lookPath func(string) (string, error)) string {
 	if exe == "" {
 		return "dropship"
@@ -211,7 +211,9 @@ func selfCommand(exe, dir string, lookPath func(string) (string, error)) string 
 				return "go run " + shellQuote("./"+rel)
 			}
 		}
-		return "go run github.com/dropship/dropship/cmd/dropship@latest"
+		// Outside the module go run cannot find the package again, but its
+		// executable stays while this process runs, as long as the
+		// commands printed are of use.
 	}
 	return shellQuote(exe)
 }

@@ -248,7 +248,7 @@ func TestSelfCommand(t *testing.T) {
 		{goRun, root, notOnPath, "go run ./cmd/dropship"},
 		{goRun, sub, notOnPath, "go run ."},
 		{goRun, other, notOnPath, "go run ../cmd/dropship"},
-		{goRun, t.TempDir(), notOnPath, "go run github.com/dropship/dropship/cmd/dropship@latest"},
+		{goRun, t.TempDir(), notOnPath, goRun},
 	} {
 		if got := selfCommand(tc.exe, tc.dir, tc.look); got != tc.want {
 			t.Errorf("selfCommand(%q, %q) = %q, want %q", tc.exe, tc.dir, got, tc.want)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/journal"
 	"github.com/dropship/dropship/transfer"
@@ -117,6 +119,7 @@ type postFailure struct {
 	ID, Path, Watch, Target string
 	Op                      string // postArchive, postDelete or postFailedDir
 	Err                     string
+	cause                   string // the innermost error, which says whether it is still the same failure
 	Attempts                int
 	Since, Next             time.Time
 }
@@ -135,8 +138,10 @@ func (a *Agent) postFailed(rec *journal.Record, w *config.Watch, what string, er
 		pf = &postFailure{ID: rec.ID, Path: rec.Path, Watch: rec.Watch, Target: rec.Target, Since: now}
 		a.postFails[rec.Key] = pf
 	}
-	changed := first || pf.Err != msg || pf.Op != what
-	pf.Op, pf.Err = what, msg
+	// Not the message: it may name a new archive name at every try.
+	cause := rootCause(err)
+	changed := first || pf.cause != cause || pf.Op != what
+	pf.Op, pf.Err, pf.cause = what, msg, cause
 	pf.Attempts++
 	base, ceiling := 5*time.Second, 5*time.Minute
 	t := a.targets[rec.Target]
@@ -154,10 +159,20 @@ func (a *Agent) postFailed(rec *journal.Record, w *config.Watch, what string, er
 	if t == nil {
 		return nil
 	}
-	cause := &transfer.Error{Class: transfer.Class(what), Message: msg, ExitCode: -1}
 	next := pf.Next
-	ev := a.transferEvent(t, rec, statePostFailed, time.Time{}, time.Time{}, cause, &next)
+	ev := a.transferEvent(t, rec, statePostFailed, time.Time{}, time.Time{}, &transfer.Error{Class: transfer.Class(what), Message: msg, ExitCode: -1}, &next)
 	return &journal.Op{Events: []journal.Event{ev}}
+}
+
+// rootCause is the innermost error of err's chain, as text.
+func rootCause(err error) string {
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
 }
 
 // postDone forgets the post-processing failure of key, if any: it succeeded
@@ -257,24 +272,79 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		a.recs[r.Key] = &r
 		return &journal.Op{Put: &r}, nil
 	case config.AfterDelete:
-		if err := removeIfExists(rec.Path); err != nil {
+		hidden, err := a.claim(rec)
+		if err != nil {
+			return a.claimFailed(rec, err)
+		}
+		if err := removeIfExists(hidden); err != nil {
 			return nil, err
 		}
 		if rec.Marker != "" {
 			_ = removeIfExists(rec.Marker)
 		}
 	default: // archive
-		if err := moveWithMarker(w.ArchiveDir, rec); err != nil {
+		if err := a.moveWithMarker(w.ArchiveDir, rec); err != nil {
+			if errors.Is(err, errNotThisVersion) || errors.Is(err, os.ErrNotExist) {
+				return a.claimFailed(rec, err)
+			}
 			return nil, fmt.Errorf("archive into %s: %w", w.ArchiveDir, err)
 		}
 	}
 	return a.forget(rec), nil
 }
 
-// moveWithMarker moves a file, and its ready marker if it has one, to the
-// same relative place under dir.
-func moveWithMarker(dir string, rec *journal.Record) error {
-	if err := moveInto(dir, rec.Rel, rec.Path); err != nil {
+// errNotThisVersion: the file at a record's path is no longer the version
+// the record describes.
+var errNotThisVersion = errors.New("another version of the file took its place")
+
+// claim takes the file at rec.Path out of the watch folder's sight, provided
+// it is still the version rec describes, and returns where it is now: a
+// hidden name beside it. Checking first and then moving by name would race
+// with a writer (or an attacker) replacing the file in between, and move or
+// delete a version that was never delivered; so the file is moved first (a
+// rename is atomic) and what was moved is checked. A different file is put
+// back, unless yet another one took the name meanwhile: then it stays under
+// the hidden name, and an ERROR says where.
+func (a *Agent) claim(rec *journal.Record) (string, error) {
+	hidden := filepath.Join(filepath.Dir(rec.Path), ".dropship-claim-"+rec.ID)
+	if err := os.Rename(rec.Path, hidden); err != nil {
+		return "", err
+	}
+	fi, err := os.Lstat(hidden)
+	if err != nil {
+		return "", err
+	}
+	if id := identityOf(fi); fi.Mode().IsRegular() && rec.SameFile(id.size, id.mtime, id.dev, id.inode) {
+		return hidden, nil
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, hidden, unix.AT_FDCWD, rec.Path, unix.RENAME_NOREPLACE); err != nil {
+		a.logger.Error("a newer version of a delivered file was caught while archiving or deleting the delivered one, and could not be put back because yet another file took its name; it waits under a hidden name: move it back by hand", keyTransferID, rec.ID, keyFile, rec.Path, "hidden", hidden, keyErr, err)
+	}
+	return "", errNotThisVersion
+}
+
+// claimFailed handles a delivered file that could not be claimed for
+// post-processing because it is gone or another version took its place:
+// that one is not the delivered file and is sent as a transfer of its own
+// once it is ready (the watcher reports it); the delivered version is done.
+func (a *Agent) claimFailed(rec *journal.Record, err error) (*journal.Op, error) {
+	if errors.Is(err, errNotThisVersion) {
+		a.logger.Warn("file replaced while it was being archived or deleted; the new version was left in place and is sent as a transfer of its own", keyTransferID, rec.ID, keyFile, rec.Path)
+	}
+	return a.forget(rec), nil
+}
+
+// moveWithMarker moves a file, provided it is still the version rec
+// describes (see claim), and its ready marker if it has one, to the same
+// relative place under dir.
+func (a *Agent) moveWithMarker(dir string, rec *journal.Record) error {
+	hidden, err := a.claim(rec)
+	if err != nil {
+		return err
+	}
+	if err := moveInto(dir, rec.Rel, hidden); err != nil {
+		// Back where it was, for the next try.
+		_ = unix.Renameat2(unix.AT_FDCWD, hidden, unix.AT_FDCWD, rec.Path, unix.RENAME_NOREPLACE)
 		return err
 	}
 	if rec.Marker != "" {
@@ -298,7 +368,7 @@ func (a *Agent) afterFailed(rec *journal.Record, w *config.Watch) (*journal.Op, 
 	if w.FailedDir == "" {
 		return nil, nil
 	}
-	if err := moveWithMarker(w.FailedDir, rec); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := a.moveWithMarker(w.FailedDir, rec); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, errNotThisVersion) {
 		return nil, fmt.Errorf("move into failed_dir %s: %w", w.FailedDir, err)
 	}
 	return a.forget(rec), nil

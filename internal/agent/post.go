@@ -263,6 +263,11 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		}
 		return &journal.Op{Put: &r}, nil
 	}
+	if w.After != config.AfterKeep && !a.allDelivered(rec, w) {
+		// A fan-out: the file stays (state sent) until its last target
+		// has it; that delivery applies `after`.
+		return nil, nil
+	}
 	switch w.After {
 	case config.AfterKeep:
 		a.mu.Lock()
@@ -290,7 +295,54 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 			return nil, fmt.Errorf("archive into %s: %w", w.ArchiveDir, err)
 		}
 	}
+	a.forgetSiblings(rec, w)
 	return a.forget(rec), nil
+}
+
+// allDelivered says whether every target of rec's watch has rec's version
+// of the file (only rec's own for a watch with one target).
+func (a *Agent) allDelivered(rec *journal.Record, w *config.Watch) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, sib := range a.siblings(rec, w) {
+		if sib == nil || sib.State != journal.Sent || !sib.SameFile(rec.Size, rec.ModTime, rec.Dev, rec.Inode) {
+			return false
+		}
+	}
+	if sibs := a.siblings(rec, w); len(sibs) > 0 {
+		a.logger.Info("delivered to every target of the watch", keyFile, rec.Path, "targets", len(sibs)+1)
+	}
+	return true
+}
+
+// settled says whether no other target of rec's watch still has rec's file
+// to send (queued or being sent).
+func (a *Agent) settled(rec *journal.Record, w *config.Watch) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, sib := range a.siblings(rec, w) {
+		if sib != nil && (sib.State == journal.Queued || sib.State == journal.Sending || a.sending[sib.Key]) {
+			return false
+		}
+	}
+	return true
+}
+
+// forgetSiblings drops the records of the other targets of rec's file once
+// the file is archived, deleted or moved away.
+func (a *Agent) forgetSiblings(rec *journal.Record, w *config.Watch) {
+	var ops []journal.Op
+	a.mu.Lock()
+	for _, sib := range a.siblings(rec, w) {
+		if sib != nil {
+			delete(a.recs, sib.Key)
+			ops = append(ops, journal.Op{Delete: sib.Key})
+		}
+	}
+	a.mu.Unlock()
+	if len(ops) > 0 {
+		a.writer.add(ops...)
+	}
 }
 
 // errNotThisVersion: the file at a record's path is no longer the version
@@ -365,12 +417,15 @@ func (a *Agent) forget(rec *journal.Record) *journal.Op {
 // afterFailed moves a file that failed for good into failed_dir, if one is
 // configured.
 func (a *Agent) afterFailed(rec *journal.Record, w *config.Watch) (*journal.Op, error) {
-	if w.FailedDir == "" {
+	if w.FailedDir == "" || !a.settled(rec, w) {
+		// Without failed_dir, or while another target of a fan-out
+		// still has the file to send, it stays where it is.
 		return nil, nil
 	}
 	if err := a.moveWithMarker(w.FailedDir, rec); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, errNotThisVersion) {
 		return nil, fmt.Errorf("move into failed_dir %s: %w", w.FailedDir, err)
 	}
+	a.forgetSiblings(rec, w)
 	return a.forget(rec), nil
 }
 

@@ -91,9 +91,11 @@ type TargetStatus struct {
 
 // WatchStatus is one watch in Status.
 type WatchStatus struct {
-	Path    string `json:"path"`
-	Target  string `json:"target"`
-	Problem string `json:"problem,omitempty"`
+	Path   string `json:"path"`
+	Target string `json:"target"`
+	// Targets are all the targets of a fan-out watch (targets = [...]).
+	Targets []string `json:"targets,omitempty"`
+	Problem string   `json:"problem,omitempty"`
 	// Risk says why readiness rests on the settle period alone for some
 	// files of this watch (no CAP_LEASE, a network file system), and what
 	// to do.
@@ -250,6 +252,9 @@ func (a *Agent) Status() Status {
 	}
 	for _, wc := range a.cfg.Watches {
 		ws := WatchStatus{Path: wc.Path, Target: wc.Target}
+		if names := wc.TargetNames(); len(names) > 1 {
+			ws.Targets = names
+		}
 		if w := a.watches[wc.Path]; w != nil {
 			ws.Risk = w.risk
 		}

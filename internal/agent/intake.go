@@ -104,9 +104,7 @@ func (a *Agent) intakeLoop() {
 		var ops []journal.Op
 		a.mu.Lock()
 		for _, in := range group {
-			if op := a.accept(in.file, in.watch); op != nil {
-				ops = append(ops, *op)
-			}
+			ops = append(ops, a.accept(in.file, in.watch)...)
 		}
 		// Added while a.mu is held: a worker may take a file as soon
 		// as the lock is released, and its started event must come
@@ -119,14 +117,52 @@ func (a *Agent) intakeLoop() {
 	}
 }
 
-// accept decides what a ready file means: a new transfer, a newer version of
-// a queued one, or a repeat of something already known. Called with a.mu.
-func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
+// accept decides what a ready file means for each target of its watch (see
+// acceptFor), and returns the journal changes. Called with a.mu.
+func (a *Agent) accept(f watcher.File, watchPath string) []journal.Op {
 	wcfg := a.watchFor(watchPath)
 	if wcfg == nil {
 		return nil
 	}
-	key := journal.Key(watchPath, f.Rel)
+	var ops []journal.Op
+	for _, target := range wcfg.TargetNames() {
+		if op := a.acceptFor(f, watchPath, wcfg, target); op != nil {
+			ops = append(ops, *op)
+		}
+	}
+	return ops
+}
+
+// recordKey is the journal key of the file rel of a watch for target: the
+// file's key for the watch's first target (as before fan-out existed, so
+// that journals keep their keys), the key and the target's name for the
+// others.
+func recordKey(watchPath, rel, target string, w *config.Watch) string {
+	key := journal.Key(watchPath, rel)
+	if names := w.TargetNames(); len(names) > 0 && target != names[0] {
+		key += "\x00" + target
+	}
+	return key
+}
+
+// siblings are the records of the other targets of a fan-out watch for the
+// file of rec (nil entries for those without one). Called with a.mu.
+func (a *Agent) siblings(rec *journal.Record, w *config.Watch) []*journal.Record {
+	var out []*journal.Record
+	for _, target := range w.TargetNames() {
+		if target == rec.Target {
+			continue
+		}
+		out = append(out, a.recs[recordKey(rec.Watch, rec.Rel, target, w)])
+	}
+	return out
+}
+
+// acceptFor decides what a ready file means for one target of its watch: a
+// new transfer, a newer version of a queued one, or a repeat of something
+// already known. Called with a.mu.
+func (a *Agent) acceptFor(f watcher.File, watchPath string, wcfg *config.Watch, target string) *journal.Op {
+	key := recordKey(watchPath, f.Rel, target, wcfg)
 	rec := a.recs[key]
 	same := rec != nil && rec.SameFile(f.Size, f.ModTime, f.Dev, f.Inode)
 	if a.sending[key] {
@@ -175,7 +211,7 @@ func (a *Agent) accept(f watcher.File, watchPath string) *journal.Op {
 		Key:       key,
 		ID:        newID(),
 		Watch:     watchPath,
-		Target:    wcfg.Target,
+		Target:    target,
 		Path:      f.Path,
 		Rel:       f.Rel,
 		Marker:    f.Marker,

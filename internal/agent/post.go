@@ -265,7 +265,19 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 	}
 	if w.After != config.AfterKeep && !a.allDelivered(rec, w) {
 		// A fan-out: the file stays (state sent) until its last target
-		// has it; that delivery applies `after`.
+		// has it; that delivery applies `after`. When another target
+		// failed for good and nothing is left to send, the file is
+		// handled as failed (failed_dir) now.
+		if a.settled(rec, w) {
+			a.mu.Lock()
+			sibs := a.siblings(rec, w)
+			a.mu.Unlock()
+			for _, sib := range sibs {
+				if sib != nil && sib.State == journal.Failed {
+					return a.afterFailed(sib, w)
+				}
+			}
+		}
 		return nil, nil
 	}
 	switch w.After {

@@ -644,9 +644,7 @@ func (a *Agent) release(batch []*journal.Record) {
 		delete(a.sending, rec.Key)
 		if f, ok := a.newer[rec.Key]; ok {
 			delete(a.newer, rec.Key)
-			if op := a.accept(f, rec.Watch); op != nil {
-				ops = append(ops, *op)
-			}
+			ops = append(ops, a.accept(f, rec.Watch)...)
 		}
 	}
 	if len(ops) > 0 {

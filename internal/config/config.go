@@ -92,8 +92,12 @@ type Target struct {
 
 // Watch is one [[watch]]: a drop folder and the target its files go to.
 type Watch struct {
-	Path           string
-	Target         string // the Name of a Target
+	Path   string
+	Target string // the Name of a Target: the first of Targets
+	// Targets are the targets its files go to (target = "a", or
+	// targets = ["a", "b"]: a fan-out); each is sent to independently and
+	// `after` runs once every one has the file.
+	Targets        []string
 	Recursive      bool
 	Include        []string // path.Match globs; "**" matches any number of folders
 	Exclude        []string
@@ -244,4 +248,16 @@ func Load(file string) (*Config, error) {
 		return nil, err
 	}
 	return p.cfg, nil
+}
+
+// TargetNames are the targets w sends to: Targets, or Target alone when
+// Targets is not set (a Watch built in code).
+func (w *Watch) TargetNames() []string {
+	if len(w.Targets) > 0 {
+		return w.Targets
+	}
+	if w.Target != "" {
+		return []string{w.Target}
+	}
+	return nil
 }

@@ -342,6 +342,21 @@ target = "acm" #! watch.target: no [[target]] named "acm"; did you mean acme?
 path = "/srv/drop2"
 target = "zzzzz" #! watch.target: no [[target]] named "zzzzz" (targets: acme)
 `},
+		{"fan-out targets", target + `
+[[watch]]
+path = "/srv/drop"
+targets = ["acme", "acm"] #! watch.targets: no [[target]] named "acm"; did you mean acme?
+[[watch]]
+path = "/srv/drop2"
+targets = ["acme", "acme"] #! watch.targets: names target "acme" twice
+[[watch]]
+path = "/srv/drop3"
+targets = [] #! watch.targets: must name at least one target
+[[watch]]
+path = "/srv/drop4"
+target = "acme"
+targets = ["acme"] #! watch.targets: set either target (one) or targets (several), not both
+`},
 		{"watch values", target + `
 [[watch]]
 path = "/srv/drop"
@@ -479,7 +494,7 @@ target = "acme"
 		t.Errorf("target:\n got %+v\nwant %+v", cfg.Targets, []Target{wantTarget})
 	}
 	wantWatch := Watch{
-		Path: "/etc/dropship/drop/acme", Target: "acme", Recursive: true, Include: []string{"*"},
+		Path: "/etc/dropship/drop/acme", Target: "acme", Targets: []string{"acme"}, Recursive: true, Include: []string{"*"},
 		Exclude: []string{}, Settle: 2 * time.Second, After: "archive",
 		ArchiveDir: "/etc/dropship/drop/acme/.dropship-sent", Line: 7,
 	}
@@ -651,7 +666,7 @@ func TestExampleParses(t *testing.T) {
 		t.Errorf("example [[target]] has non-default values:\n got %+v\nwant %+v", tg, DefaultTarget())
 	}
 	w := cfg.Watches[0]
-	w.Path, w.Target, w.ArchiveDir, w.Line = "", "", "", 0
+	w.Path, w.Target, w.Targets, w.ArchiveDir, w.Line = "", "", nil, "", 0
 	if !reflect.DeepEqual(w, DefaultWatch()) {
 		t.Errorf("example [[watch]] has non-default values:\n got %+v\nwant %+v", w, DefaultWatch())
 	}

@@ -135,8 +135,14 @@ func (p *parsed) crossCheck(cfg *Config) {
 	at := map[string][]int{} // watched folder → its watches
 	for i := range cfg.Watches {
 		w, t := &cfg.Watches[i], p.watches[i]
-		if w.Target != "" && cfg.Target(w.Target) == nil {
-			t.problem("target", unknownTarget(w.Target, cfg.Targets))
+		for _, name := range w.Targets {
+			if cfg.Target(name) == nil {
+				k := "target"
+				if t.has("targets") {
+					k = "targets"
+				}
+				t.problem(k, unknownTarget(name, cfg.Targets))
+			}
 		}
 		if w.After == AfterArchive && w.ArchiveDir == "" && w.Path != "" {
 			w.ArchiveDir = filepath.Join(w.Path, DefaultArchiveDir)
@@ -796,7 +802,31 @@ func (t *table) watch(w *Watch) {
 	if t.required("path", &w.Path) && !t.filePath("path", &w.Path, false) {
 		w.Path = ""
 	}
-	t.required("target", &w.Target)
+	switch {
+	case t.has("target") && t.has("targets"):
+		t.lookup("target")
+		t.lookup("targets")
+		t.problem("targets", "set either target (one) or targets (several), not both")
+	case t.has("targets"):
+		if t.stringList("targets", &w.Targets, checkTargetName) {
+			seen := map[string]bool{}
+			for _, n := range w.Targets {
+				if seen[n] {
+					t.problem("targets", fmt.Sprintf("names target %q twice", n))
+				}
+				seen[n] = true
+			}
+			if len(w.Targets) == 0 {
+				t.problem("targets", `must name at least one target, as in targets = ["acme", "backup"]`)
+			} else {
+				w.Target = w.Targets[0]
+			}
+		}
+	default:
+		if t.required("target", &w.Target) {
+			w.Targets = []string{w.Target}
+		}
+	}
 	t.boolean("recursive", &w.Recursive)
 	if t.stringList("include", &w.Include, checkGlob) && len(w.Include) == 0 {
 		t.problem("include", `must not be empty, or no file would ever be sent; ["*"] includes every file`)

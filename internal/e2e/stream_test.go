@@ -288,3 +288,34 @@ func TestStreamCheckedOnReconnect(t *testing.T) {
 	agent.waitLog(20*time.Second, "lifecycle events can be stored again")
 	agent.stop(10 * time.Second)
 }
+
+// TestStopWithNATSDown: a stop while the NATS server is unreachable does
+// not wait for it; what is in the outbox stays there for the next start,
+// and the log says so.
+func TestStopWithNATSDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.externalNATS()
+	e.writeConf()
+	agent := startAgent(t, e.cfg)
+	eventually(t, 10*time.Second, "the started event stored", func() bool {
+		return len(filterType(storedEvents(t, n.url()), events.TypeAgentStarted)) == 1
+	})
+	n.stop()
+	agent.waitLog(20*time.Second, "disconnected from NATS")
+	start := time.Now()
+	agent.stop(10 * time.Second)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the stop took %s with NATS down, want no wait for it", d)
+	}
+	if !strings.Contains(agent.logs(), "events left in the outbox; they are published after the next start") {
+		t.Errorf("the stop did not say the stopping event stays in the outbox:\n%s", agent.logs())
+	}
+	// The next start publishes it.
+	n.restart()
+	agent = startAgent(t, e.cfg)
+	eventually(t, 20*time.Second, "the first run's stopping event stored", func() bool {
+		return len(filterType(storedEvents(t, n.url()), events.TypeAgentStopping)) >= 1
+	})
+	agent.stop(10 * time.Second)
+}

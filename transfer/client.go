@@ -60,6 +60,10 @@ type Options struct {
 	// Bandwidth caps the upload rate of all the client's sessions
 	// together, in bytes per second; 0 is no limit.
 	Bandwidth int64
+	// Protocol is ProtocolAuto ("" too), ProtocolSFTP or ProtocolSCP:
+	// SFTP, falling back to the legacy scp protocol on a connection whose
+	// server has no SFTP subsystem; SFTP only; scp only.
+	Protocol string
 	// SSH is the OpenSSH client program; "" means "ssh" from PATH.
 	SSH string
 	// OnConnectionLine receives every line the shared connection's ssh
@@ -105,6 +109,8 @@ type Client struct {
 	ownDir string // a ControlDir of its own, removed by Close
 
 	resumeWarn sync.Once // the warning that checkpoints cannot be written
+
+	scp scpState // the protocol of each connection, and scp's sessions
 
 	limiter *rate.Limiter // Options.Bandwidth; nil for none
 
@@ -189,15 +195,22 @@ func (c *Client) Target() Target { return c.t }
 
 // Check logs in, checks that remoteDir is a folder, and sends nothing.
 func (c *Client) Check(ctx context.Context, remoteDir string) error {
+	if c.speakSCP() {
+		return c.checkViaSCP(ctx, remoteDir)
+	}
 	release, slot, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
-	s, _, err := c.open(ctx, slot)
+	s, m, err := c.open(ctx, slot)
 	if err != nil {
+		if c.fallBack(m, err) {
+			return c.checkSCP(ctx, remoteDir)
+		}
 		return err
 	}
+	c.choseSFTP(m)
 	var fi os.FileInfo
 	err = s.do(func() (err error) { fi, err = s.client.Stat(remoteDir); return })
 	switch {
@@ -219,13 +232,19 @@ func (c *Client) Discard(ctx context.Context, items []Item) error {
 	if len(items) == 0 || !c.opts.Atomic {
 		return nil
 	}
+	if c.speakSCP() {
+		return c.discardViaSCP(ctx, items)
+	}
 	release, slot, err := c.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
-	s, _, err := c.open(ctx, slot)
+	s, m, err := c.open(ctx, slot)
 	if err != nil {
+		if c.fallBack(m, err) {
+			return c.discardSCP(ctx, items)
+		}
 		return err
 	}
 	var first error

@@ -156,6 +156,9 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 	if len(todo) == 0 {
 		return results
 	}
+	if c.speakSCP() {
+		return c.uploadViaSCP(ctx, items, results, todo, obs)
+	}
 	release, slot, err := c.acquire(ctx)
 	if err != nil {
 		return failAll(results, err)
@@ -163,8 +166,12 @@ func (c *Client) Upload(ctx context.Context, items []Item, obs Observer) []Resul
 	s, m, err := c.open(ctx, slot)
 	if err != nil {
 		release()
+		if c.fallBack(m, err) {
+			return c.uploadViaSCP(ctx, items, results, todo, obs)
+		}
 		return failAll(results, err)
 	}
+	c.choseSFTP(m)
 	u := &uploadRun{c: c, m: m, s: s, ctx: ctx, items: items, res: results, obs: obs, extra: map[*sftpConn]bool{}}
 	s.sink.Store(&u.lineSink)
 	u.run(ctx, todo)

@@ -298,6 +298,12 @@ func (s *sftpConn) do(f func() error) error {
 // operator's options, and the first value wins) and never connects by itself
 // (ProxyCommand=/bin/false is used only when the master cannot serve it).
 func sessionArgs(t *Target, controlPath string) []string {
+	return append(muxArgs(t, controlPath), "-s", "--", sshHost(t.Host), "sftp")
+}
+
+// muxArgs are the options of every session through the shared connection at
+// controlPath (see sessionArgs), without what the session runs.
+func muxArgs(t *Target, controlPath string) []string {
 	args := []string{"-p", strconv.Itoa(t.Port), "-o", "ProxyCommand=/bin/false"}
 	opts := commonOptions(t, controlPath)
 	for i := 0; i+1 < len(opts); i += 2 {
@@ -305,8 +311,7 @@ func sessionArgs(t *Target, controlPath string) []string {
 			opts[i+1] = "BatchMode=yes"
 		}
 	}
-	args = append(args, opts...)
-	return append(args, "-s", "--", sshHost(t.Host), "sftp")
+	return append(args, opts...)
 }
 
 // isConnErr reports whether err says the session itself is gone, rather than

@@ -231,6 +231,9 @@ func (a *Agent) acceptFor(f watcher.File, watchPath string, wcfg *config.Watch, 
 		return &journal.Op{Put: r}
 	}
 	r.Warning = warning
+	if w := t.cfg.Window; !w.Open(now) {
+		r.Reason += fmt.Sprintf("; waits for the target's window %s, which opens at %s", w.String(), w.NextOpen(now).Format(time.RFC3339))
+	}
 	ev := a.transferEvent(t, r, stateQueued, time.Time{}, time.Time{}, nil, nil)
 	r.EventIDs = append(r.EventIDs, ev.ID)
 	t.enqueue(key)

@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dropship/dropship/events"
 )
 
 // A target's window (window = "HH:MM-HH:MM") holds its files while it is
@@ -15,7 +17,7 @@ import (
 func TestWindowHoldsFilesUntilItOpens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.embeddedNATS()
+	url := e.embeddedNATS()
 	srv := sftpdServer(t, e.remote, "alice", "secret")
 	now := time.Now()
 	closed := fmt.Sprintf("%s-%s", now.Add(2*time.Hour).Format("15:04"), now.Add(3*time.Hour).Format("15:04"))
@@ -25,10 +27,19 @@ func TestWindowHoldsFilesUntilItOpens(t *testing.T) {
 	e.watchFor("partner")
 	e.writeConf()
 	agent := startAgent(t, e.cfg)
+	c := collect(t, url)
 
 	data := []byte("waits for the window\n")
 	writeFile(t, filepath.Join(e.watch, "night.txt"), data)
 	agent.waitLog(20*time.Second, "outside the target's window")
+	eventually(t, 10*time.Second, "a queued event that says the file waits for the window", func() bool {
+		for _, m := range c.ofType(events.TypeTransferQueued) {
+			if strings.Contains(m.transfer(t).Reason, "waits for the target's window "+closed) {
+				return true
+			}
+		}
+		return false
+	})
 	var ts = targetStatus(t, status(t, "-c", e.cfg), "partner")
 	eventually(t, 10*time.Second, "the file queued for the closed window", func() bool {
 		ts = targetStatus(t, status(t, "-c", e.cfg), "partner")

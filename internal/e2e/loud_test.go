@@ -50,9 +50,9 @@ func readyz(t testing.TB, addr string) (int, map[string]any) {
 // transfer.post-failed event on NATS naming the folder and the fix, a line
 // in `dropship status` (and -json), /readyz answering 503 "degraded", and
 // the dropship_post_failed_files gauge; the agent tries again with backoff
-// (never before the next try status announced), and once the folder is
-// fixed, `dropship retry ID` archives the file at once and every sign
-// clears. The same agent has no CAP_LEASE: its start log and status say
+// (never before the next try status announced), `dropship retry ID` tries
+// at once, and once the folder is fixed the next try archives the file and
+// every sign clears. The same agent has no CAP_LEASE: its start log and status say
 // that the watch's readiness rests on settle alone, and what to do, and so
 // does `dropship check`, which reads the running agent's capabilities.
 func TestPostFailureIsLoud(t *testing.T) {
@@ -180,13 +180,27 @@ func TestPostFailureIsLoud(t *testing.T) {
 		t.Errorf("%d post-failed events after %d tries with the same error, want 1", got, next.Attempts+1)
 	}
 
-	// The operator fixes the folder and asks for a retry.
-	if err := os.Chmod(sub, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	// `dropship retry ID` tries at once (here before the folder is fixed,
+	// so that the agent's own next try cannot come first).
+	before := status(t, ctl...).PostFailed[0]
+	asked := time.Now()
 	r = dropship(t, append(append([]string{"retry"}, ctl...), pf.ID)...)
 	if r.code != 0 || !strings.Contains(r.stdout, "1 delivered file(s)") {
 		t.Errorf("retry of a post-failed file: %s", r)
+	}
+	after := status(t, ctl...).PostFailed[0]
+	if after.Attempts <= before.Attempts {
+		t.Errorf("retry made no try: attempts %d before, %d after", before.Attempts, after.Attempts)
+	} else if asked.Add(100*time.Millisecond).Before(before.NextTry) && after.Attempts > before.Attempts+1 {
+		t.Logf("the agent's own try came too (attempts %d → %d)", before.Attempts, after.Attempts)
+	}
+	if got := len(c.ofType(events.TypeTransferPostFailed)); got != 1 {
+		t.Errorf("%d post-failed events after a retry that failed the same way, want 1", got)
+	}
+
+	// The operator fixes the folder: the next try archives the file.
+	if err := os.Chmod(sub, 0o777); err != nil {
+		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "the file archived", func() bool {
 		return !exists(src) && sameContent(filepath.Join(e.watch, ".dropship-sent", "incoming", "report.csv"), data)

@@ -1,7 +1,11 @@
 package events
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -235,5 +239,65 @@ func TestDebianNATSServer(t *testing.T) {
 	waitConnected(t, b2)
 	if c := checkStream(t, b2, setup); c.OK() || !strings.Contains(c.Problem, "JetStream is not enabled") {
 		t.Errorf("nats-server %s without -js: %+v", plain.Version, c)
+	}
+}
+
+// versionProxy relays connections to the server at addr, rewriting the
+// version in the server's INFO lines to version: a server older than
+// dropship supports, as clients see it.
+func versionProxy(t *testing.T, addr, version string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	re := regexp.MustCompile(`"version":"[^"]*"`)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() {
+				defer c.Close()
+				defer s.Close()
+				go func() { _, _ = io.Copy(s, c) }()
+				// Every INFO (the server sends more after CONNECT).
+				r := bufio.NewReader(s)
+				for {
+					line, err := r.ReadString('\n')
+					if strings.HasPrefix(line, "INFO ") {
+						line = re.ReplaceAllString(line, `"version":"`+version+`"`)
+					}
+					if _, werr := io.WriteString(c, line); werr != nil || err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "nats://" + ln.Addr().String()
+}
+
+// TestCheckStreamOldServer: a server older than MinServerVersion is named,
+// with what to do; and a failed replay there says so too.
+func TestCheckStreamOldServer(t *testing.T) {
+	srv := runServer(t, -1, t.TempDir())
+	url := versionProxy(t, srv.Addr().String(), "2.8.4")
+	b := connect(t, ConnectOptions{URL: url})
+	waitConnected(t, b)
+	c := checkStream(t, b, StreamSetup{Name: testStream, Subjects: AllLifecycle("dropship"), Create: true})
+	if c.ServerVersion != "2.8.4" || len(c.Warnings) != 1 || c.Warnings[0] != "nats-server 2.8.4 is older than 2.9.0, the oldest dropship supports: upgrade the NATS server" {
+		t.Errorf("check of a 2.8.4 server: %+v", c)
+	}
+	err := b.Replay(t.Context(), "NO_SUCH_STREAM", AllLifecycle("dropship"), 0, func(Event) {})
+	if err == nil || !strings.Contains(err.Error(), "nats-server 2.8.4 is older than 2.9.0") {
+		t.Errorf("a failed replay on 2.8.4: %v", err)
 	}
 }

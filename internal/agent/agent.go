@@ -135,6 +135,11 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	defer a.closeEvents()
+	if err := nameTaken(a); err != nil {
+		// Before a watch or a worker starts: nothing was taken.
+		a.logger.Error("not starting: this agent's name is taken", keyErr, err)
+		return err
+	}
 
 	a.metrics = newMetrics(a)
 	if err := a.metrics.listen(cfg.Agent.MetricsListen); err != nil {
@@ -403,6 +408,7 @@ func (a *Agent) clientOptions(cfg *config.Config, t *config.Target) transfer.Opt
 		Preserve:   t.Preserve,
 		ResumeDir:  resumeDir(cfg),
 		Bandwidth:  t.Bandwidth,
+		Protocol:   t.Protocol,
 		SSH:        a.opts.SSH,
 		OnConnectionLine: func(line string) {
 			a.connectionLine(name, host, port, line)

@@ -137,6 +137,28 @@ type control struct {
 
 var semver = regexp.MustCompile(`^\d+\.\d+\.\d+`)
 
+// nameTaken asks on the control subject whether another agent with this
+// agent's name is running on the same NATS (a cloned machine keeps its host
+// name, the default name): two would share a control subject, and status and
+// retry requests would reach either. It returns the error that stops this
+// one, or nil when nobody answers (or NATS cannot be asked now).
+func nameTaken(a *Agent) error {
+	if a.bus == nil || !a.bus.Connected() {
+		return nil
+	}
+	subj := a.subj.Control(events.ControlStatus)
+	msg, err := a.bus.Conn().Request(subj, nil, time.Second)
+	if err != nil {
+		return nil // no responders, or no answer: the name is free
+	}
+	var other Status
+	if json.Unmarshal(msg.Data, &other) != nil || other.Agent == "" {
+		return nil
+	}
+	return fmt.Errorf("another agent named %q already runs on this NATS (dropship %s, up since %s; it answers on %s): two agents with one name would share its subjects, and status and retry would reach either; set a name of its own in [agent] name (the default is the host name, which cloned machines share)",
+		other.Agent, other.Version, other.StartedAt.Local().Format(time.RFC3339), subj)
+}
+
 func startControl(a *Agent) (*control, error) {
 	version := a.opts.Version
 	if !semver.MatchString(version) {

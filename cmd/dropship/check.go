@@ -38,7 +38,8 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
-		if err := checkTarget(ctx, cfg, tc.Name, tc.RemoteDir); err != nil {
+		proto, err := checkTarget(ctx, cfg, tc.Name, tc.RemoteDir)
+		if err != nil {
 			failed++
 			msg := err.Error()
 			var te *transfer.Error
@@ -48,7 +49,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fmt.Fprintf(stdout, "target %s: FAILED (%s): %s\n", tc.Name, transfer.ClassOf(err), msg)
 			continue
 		}
-		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir)
+		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder, protocol %s\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir, proto)
 	}
 	if !checkNATS(ctx, cfg, stdout) {
 		failed++
@@ -59,14 +60,19 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func checkTarget(ctx context.Context, cfg *config.Config, name, remoteDir string) error {
+// checkTarget logs in to target name and checks remoteDir; it returns the
+// protocol the target speaks (with protocol = "auto", the one it chose).
+func checkTarget(ctx context.Context, cfg *config.Config, name, remoteDir string) (string, error) {
 	client, _, cleanup, err := agent.Client(cfg, name, agent.Options{})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer cleanup()
 	tc := cfg.Target(name)
 	cctx, cancel := context.WithTimeout(ctx, tc.ConnectTimeout+30*time.Second)
 	defer cancel()
-	return client.Check(cctx, remoteDir)
+	if err := client.Check(cctx, remoteDir); err != nil {
+		return "", err
+	}
+	return client.Protocol(), nil
 }

@@ -67,8 +67,9 @@ type Target struct {
 	// Overwrite lets a delivery replace a remote file of the same name;
 	// false never replaces one (the file fails as remote-exists and waits).
 	Overwrite bool
-	// Protocol is "auto" or "sftp": both speak SFTP (the legacy scp
-	// protocol, "scp", is not available yet and is refused by the checker).
+	// Protocol is "auto" (SFTP, or the legacy scp protocol on a connection
+	// whose server has no SFTP subsystem), "sftp" (SFTP only) or "scp" (the
+	// legacy scp protocol only, for servers without SFTP).
 	Protocol string
 	// Preserve sets the remote file's mtime and mode after the upload, where
 	// the server allows it (a refusal is ignored: delivery never depends on

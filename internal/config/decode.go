@@ -765,9 +765,7 @@ func (t *table) target(tg *Target) {
 	}
 	t.boolean("atomic", &tg.Atomic)
 	t.boolean("overwrite", &tg.Overwrite)
-	if t.oneOf("protocol", &tg.Protocol, "auto", "sftp", "scp") && tg.Protocol == "scp" {
-		t.check("protocol", errors.New(`"scp" (the legacy scp -O protocol, for servers without an SFTP subsystem) is not available in this version of dropship; use "sftp" or "auto"`))
-	}
+	t.oneOf("protocol", &tg.Protocol, "auto", "sftp", "scp")
 	t.boolean("preserve", &tg.Preserve)
 	var bw, win string
 	if t.str("bandwidth", &bw) {

@@ -5,11 +5,12 @@ import (
 	"testing"
 )
 
-// protocol takes auto and sftp; the legacy scp protocol is refused with a
-// message that says what to use instead, at the key's line.
+// protocol takes auto, sftp and scp (the legacy protocol, for servers without
+// an SFTP subsystem), defaults to auto, and refuses anything else at the
+// key's line.
 func TestProtocol(t *testing.T) {
 	base := "[[target]]\nname = \"a\"\nhost = \"h\"\nuser = \"u\"\n"
-	for _, p := range []string{"auto", "sftp"} {
+	for _, p := range []string{"auto", "sftp", "scp"} {
 		cfg, err := Parse(strings.NewReader(base+"protocol = \""+p+"\"\n"), "agent.toml")
 		if err != nil {
 			t.Fatalf("protocol = %q: %v", p, err)
@@ -18,12 +19,17 @@ func TestProtocol(t *testing.T) {
 			t.Errorf("protocol = %q parsed as %q", p, got)
 		}
 	}
-	_, err := Parse(strings.NewReader(base+"protocol = \"scp\"\n"), "agent.toml")
-	if err == nil || !strings.Contains(err.Error(), "agent.toml:5: target[0].protocol") && !strings.Contains(err.Error(), "agent.toml:5:") || !strings.Contains(err.Error(), `use "sftp"`) {
-		t.Errorf("protocol = \"scp\": %v", err)
+	cfg, err := Parse(strings.NewReader(base), "agent.toml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err = Parse(strings.NewReader(base+"protocol = \"ftp\"\n"), "agent.toml")
-	if err == nil {
-		t.Error("protocol = \"ftp\" accepted")
+	if got := cfg.Targets[0].Protocol; got != "auto" {
+		t.Errorf("default protocol %q, want auto", got)
+	}
+	for _, bad := range []string{"ftp", "SCP", "scp -O", ""} {
+		_, err = Parse(strings.NewReader(base+"protocol = \""+bad+"\"\n"), "agent.toml")
+		if err == nil || !strings.Contains(err.Error(), "agent.toml:5:") || !strings.Contains(err.Error(), "protocol") {
+			t.Errorf("protocol = %q: %v", bad, err)
+		}
 	}
 }

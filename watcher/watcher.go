@@ -98,6 +98,11 @@ type File struct {
 	// writer", "marker x.done, size and mtime stable, no writer",
 	// "present at start, quiet for 2s, size and mtime stable, no writer".
 	Reason string
+	// SettleOnly says that no writer check could see this file (no lease,
+	// and /proc hid some processes): it was judged ready on the settle
+	// period alone, so a writer that paused longer may still have it open.
+	// Never set in marker mode, where the marker says it is complete.
+	SettleOnly bool
 }
 
 // Watcher reports the files of one watched folder that are ready to send.
@@ -1585,6 +1590,8 @@ func (w *Watcher) decide(cands []*fileState, now time.Time) {
 			Inode:   f.cand.ino,
 			Marker:  marker,
 			Reason:  reason,
+			// In marker mode the marker, not settle, says it is complete.
+			SettleOnly: marker == "" && (r.state == writerUnknown || r.state == writerNoneSeen),
 		})
 	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -231,6 +232,9 @@ func (a *Agent) acceptFor(f watcher.File, watchPath string, wcfg *config.Watch, 
 		return &journal.Op{Put: r}
 	}
 	r.Warning = warning
+	if f.SettleOnly {
+		r.Warning = strings.TrimPrefix(r.Warning+"; ", "; ") + fmt.Sprintf("judged complete on settle (%s) alone: dropship could not see whether a writer still had it open (no CAP_LEASE, or a network file system), so it may have been sent while still being written; grant CAP_LEASE, use ready_marker or raise settle", wcfg.Settle)
+	}
 	if w := t.cfg.Window; !w.Open(now) {
 		r.Reason += fmt.Sprintf("; waits for the target's window %s, which opens at %s", w.String(), w.NextOpen(now).Format(time.RFC3339))
 	}

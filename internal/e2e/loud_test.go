@@ -116,8 +116,14 @@ func TestPostFailureIsLoud(t *testing.T) {
 		!strings.Contains(post.Error.Message, "setgid") || post.NextAttemptAt == nil || post.LocalPath != src {
 		t.Errorf("post-failed event: %+v, error %+v", post, post.Error)
 	}
-	if completed := forFile(t, c.ofType(events.TypeTransferCompleted), src); len(completed) != 1 {
-		t.Errorf("%d completed events for the delivered file, want 1", len(completed))
+	completed := forFile(t, c.ofType(events.TypeTransferCompleted), src)
+	if len(completed) != 1 {
+		t.Fatalf("%d completed events for the delivered file, want 1", len(completed))
+	}
+	// Root's file, which the agent could not see open or closed: its
+	// events say that it was judged complete on settle alone.
+	if d := completed[0].transfer(t); !strings.Contains(d.Warning, "judged complete on settle (300ms) alone") || !strings.Contains(d.Warning, "CAP_LEASE") {
+		t.Errorf("completed event's warning %q, want one about readiness resting on settle alone", d.Warning)
 	}
 	p.waitLog(10*time.Second, "delivered, but post-processing failed")
 

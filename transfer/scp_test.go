@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dropship/dropship/internal/sshdtest"
 )
@@ -261,4 +263,163 @@ func TestSCPRemoteErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantClass(t, c.Check(ctx, file), ClassRemotePath, "Not a directory")
+}
+
+// onlySCP is a ForceCommand that allows scp and nothing else, as rssh and
+// scponly do.
+const onlySCP = `#!/bin/sh
+case "$SSH_ORIGINAL_COMMAND" in
+"scp -t "*) eval "exec $SSH_ORIGINAL_COMMAND" ;;
+esac
+echo "This account is restricted: only scp is allowed." >&2
+exit 1
+`
+
+// An account that may run scp only: atomic delivery is refused with what to
+// do, and with atomic = false files (subfolders too) are written directly.
+func TestSCPWithoutAShell(t *testing.T) {
+	t.Parallel()
+	script := filepath.Join(t.TempDir(), "onlyscp")
+	if err := os.WriteFile(script, []byte(onlySCP), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, tg := scpTarget(t, "ForceCommand "+script)
+	remote := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), uploadDeadline)
+	defer cancel()
+
+	atomic := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t)})
+	wantClass(t, atomic.Check(ctx, remote), ClassRemoteConfig, "set atomic = false", "only scp")
+	res := upload(t, atomic, []Item{localItem(t, "a1", "a", content("a", 10), remote, "a.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassRemoteConfig, "set atomic = false")
+	if res[0].Began {
+		t.Error("an upload that cannot be atomic began")
+	}
+	wantAbsent(t, filepath.Join(remote, "a.txt"))
+
+	c := newClient(t, tg, Options{Atomic: false, Overwrite: true, ControlDir: controlDir(t)})
+	if err := c.Check(ctx, remote); err != nil {
+		t.Fatalf("Check with atomic = false: %v", err)
+	}
+	if got := c.Protocol(); !strings.Contains(got, "cannot be atomic") {
+		t.Errorf("Protocol() = %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(remote, "old.txt"), []byte("an older version, longer than the new one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	items := []Item{
+		localItem(t, "t1", "t", content("t", 1000), remote, "top level.txt"),
+		localItem(t, "t2", "u", content("u", 5000), remote, "a/b c/it's $(x).txt"),
+		localItem(t, "t3", "v", content("v", 20), remote, "old.txt"),
+		localItem(t, "t4", "w", content("w", 20), remote, "new\nline.txt"),
+	}
+	res = upload(t, c, items, Observer{})
+	wantDelivered(t, items[:3], res[:3])
+	wantSums(t, items[:3], res[:3])
+	wantClass(t, res[3].Err, ClassBadName, "newline")
+	wantNoTempFiles(t, remote)
+
+	nover := newClient(t, tg, Options{Atomic: false, Overwrite: false, ControlDir: controlDir(t)})
+	res = upload(t, nover, []Item{localItem(t, "n1", "n", content("n", 20), remote, "n.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassRemoteConfig, "overwrite = false")
+}
+
+// Under its final name a file is only ever complete: it is written under its
+// temporary name and renamed by mv.
+func TestSCPAtomicDeliveryIsNeverSeenPartial(t *testing.T) {
+	t.Parallel()
+	_, tg := scpTarget(t)
+	remote := t.TempDir()
+	const size = 2 << 20
+	items := []Item{
+		localItem(t, "big", "big.bin", content("big", size), remote, "a/b/big.bin"),
+		localItem(t, "small", "small.txt", content("small", 100), remote, "a/other/small.txt"),
+	}
+	final, temp := items[0].RemotePath(), items[0].TempPath()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var sawPartialTemp bool
+	var badFinal []int64
+	wg.Go(func() {
+		for {
+			if fi, err := os.Stat(temp); err == nil && fi.Size() < size {
+				sawPartialTemp = true
+			}
+			if fi, err := os.Stat(final); err == nil && fi.Size() != size {
+				badFinal = append(badFinal, fi.Size())
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	})
+	// 4 MiB/s: the big file takes half a second.
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, Bandwidth: 4 << 20, ControlDir: controlDir(t)})
+	res := upload(t, c, items, Observer{})
+	close(stop)
+	wg.Wait()
+	wantDelivered(t, items, res)
+	wantNoTempFiles(t, remote)
+	if len(badFinal) > 0 {
+		t.Errorf("the final name was seen with sizes %v before it was complete", badFinal)
+	}
+	if !sawPartialTemp {
+		t.Error("the reader never saw the transfer in progress: the test proves nothing")
+	}
+}
+
+// A file that changes while it is sent is not delivered, and what was sent of
+// it is removed.
+func TestSCPLocalChangeIsNotDelivered(t *testing.T) {
+	t.Parallel()
+	_, tg := scpTarget(t)
+	remote := t.TempDir()
+	it := localItem(t, "ch", "changing.bin", content("changing", 2<<20), remote, "changing.bin")
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, Bandwidth: 4 << 20, ControlDir: controlDir(t)})
+	done := make(chan []Result, 1)
+	go func() { done <- c.Upload(context.Background(), []Item{it}, Observer{}) }()
+	poll(t, 20*time.Second, "the temporary file", func() bool {
+		_, err := os.Stat(it.TempPath())
+		return err == nil
+	})
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(it.Local, later, later); err != nil {
+		t.Fatal(err)
+	}
+	res := <-done
+	wantClass(t, res[0].Err, ClassLocalChanged, "changed while it was being sent")
+	wantAbsent(t, it.RemotePath())
+	poll(t, 10*time.Second, "the temporary file removed", func() bool { return len(tempFiles(t, remote)) == 0 })
+}
+
+// preserve = true keeps the mtime and mode.
+func TestSCPPreserve(t *testing.T) {
+	t.Parallel()
+	_, tg := scpTarget(t)
+	remote := t.TempDir()
+	it := localItem(t, "p1", "p", content("p", 300), remote, "kept.txt")
+	when := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := os.Chtimes(it.Local, when, when); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(it.Local, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	for _, atomic := range []bool{true, false} {
+		c := newClient(t, tg, Options{Atomic: atomic, Overwrite: true, Preserve: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+		res := upload(t, c, []Item{it}, Observer{})
+		wantDelivered(t, []Item{it}, res)
+		fi, err := os.Stat(it.RemotePath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !fi.ModTime().Equal(when) || fi.Mode().Perm() != 0o640 {
+			t.Errorf("atomic %v: remote mtime %s mode %v, want %s 0640", atomic, fi.ModTime(), fi.Mode().Perm(), when)
+		}
+		if err := os.Remove(it.RemotePath()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -234,11 +234,12 @@ var (
 	descDisc    = prometheus.NewDesc("dropship_nats_disconnects_total", "Times the NATS connection was lost.", nil, nil)
 	descOldest  = prometheus.NewDesc("dropship_outbox_oldest_event_age_seconds", "Age of the oldest lifecycle event not yet acknowledged by JetStream; 0 when the outbox is empty.", nil, nil)
 	descStored  = prometheus.NewDesc("dropship_events_stream_ok", "1 when the last check of the JetStream stream found that lifecycle events can be stored.", nil, nil)
+	descRisk    = prometheus.NewDesc("dropship_watch_settle_only", "1 when the watch's readiness rests on the settle period alone for some files (no CAP_LEASE, a network file system): dropship status and the start log say why.", []string{"watch"}, nil)
 	descPost    = prometheus.NewDesc("dropship_post_failed_files", "Files delivered (or failed for good) whose archive, delete or move to failed_dir failed and waits for its next try, by watch.", []string{"watch"}, nil)
 )
 
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc, descOldest, descStored, descPost} {
+	for _, d := range []*prometheus.Desc{descQueued, descRunning, descFailed, descFailing, descOutbox, descNATS, descDisc, descOldest, descStored, descPost, descRisk} {
 		ch <- d
 	}
 }
@@ -297,5 +298,10 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, wc := range a.cfg.Watches {
 		ch <- prometheus.MustNewConstMetric(descPost, prometheus.GaugeValue, float64(postFailed[wc.Path]), wc.Path)
+		risk := 0.0
+		if ws := a.watches[wc.Path]; ws != nil && ws.risk != "" {
+			risk = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRisk, prometheus.GaugeValue, risk, wc.Path)
 	}
 }

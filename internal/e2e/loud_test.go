@@ -157,6 +157,9 @@ func TestPostFailureIsLoud(t *testing.T) {
 	if v := m[fmt.Sprintf("dropship_post_failed_files{watch=%q}", e.watch)]; v != 1 {
 		t.Errorf("dropship_post_failed_files = %v, want 1", v)
 	}
+	if v := m[fmt.Sprintf("dropship_watch_settle_only{watch=%q}", e.watch)]; v != 1 {
+		t.Errorf("dropship_watch_settle_only = %v, want 1 (no CAP_LEASE)", v)
+	}
 	if v := m[fmt.Sprintf("dropship_post_failures_total{operation=\"archive\",watch=%q}", e.watch)]; v < 1 {
 		t.Errorf("dropship_post_failures_total = %v, want at least 1", v)
 	}

@@ -147,7 +147,9 @@ func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(opts.URL), err)
 	}
-	js, err := jetstream.New(nc)
+	// Asynchronous publishes (PublishDurableBatch) give up on an ack after
+	// AckTimeout, so none waits forever for a stream leader that is gone.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(asyncWindow), jetstream.WithPublishAsyncTimeout(AckTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("connect to NATS at %s: jetstream: %w", redactURLs(opts.URL), err)
@@ -353,14 +355,78 @@ func (b *Bus) PublishDurable(ctx context.Context, ev Event) error {
 		return err
 	}
 	ack, err := b.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return b.publishErr(ev, err)
+	}
+	return b.ackErr(ev, ack)
+}
+
+const (
+	// AckTimeout is how long a published event waits for its JetStream
+	// acknowledgement: long enough for a healthy cluster, short enough that
+	// a lost ack (a leader change) costs little before the retry.
+	AckTimeout = 2 * time.Second
+	// asyncWindow bounds the asynchronous publishes awaiting their ack.
+	asyncWindow = 512
+)
+
+// PublishDurableBatch publishes evs to JetStream all at once, without
+// waiting for one ack before the next publish, and returns each event's
+// outcome (nil: stored) once every ack arrived, AckTimeout passed or ctx
+// ended. Each ack is matched to its own event; an event whose ack did not
+// come is not stored, as far as the caller knows, and is published again
+// later under the same id (JetStream drops the duplicate).
+func (b *Bus) PublishDurableBatch(ctx context.Context, evs []Event) []error {
+	errs := make([]error, len(evs))
+	futs := make([]jetstream.PubAckFuture, len(evs))
+	for i, ev := range evs {
+		if !b.nc.IsConnected() {
+			errs[i] = fmt.Errorf("publish %s event %s: %w", ev.Type, ev.ID, ErrNotConnected)
+			continue
+		}
+		msg, err := b.message(ev)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		f, err := b.js.PublishMsgAsync(msg)
+		if err != nil {
+			errs[i] = b.publishErr(ev, err)
+			continue
+		}
+		futs[i] = f
+	}
+	wait, cancel := context.WithTimeout(ctx, AckTimeout)
+	defer cancel()
+	for i, f := range futs {
+		if f == nil {
+			continue
+		}
+		select {
+		case ack := <-f.Ok():
+			errs[i] = b.ackErr(evs[i], ack)
+		case err := <-f.Err():
+			errs[i] = b.publishErr(evs[i], err)
+		case <-wait.Done():
+			errs[i] = b.publishErr(evs[i], context.DeadlineExceeded)
+		}
+	}
+	return errs
+}
+
+// publishErr says why publishing ev failed, in an operator's words.
+func (b *Bus) publishErr(ev Event, err error) error {
 	if errors.Is(err, nats.ErrReconnectBufExceeded) {
 		err = ErrNotConnected // the connection dropped since the check above
+	}
+	if errors.Is(err, ErrNotConnected) {
+		return fmt.Errorf("publish %s event %s: %w", ev.Type, ev.ID, err)
 	}
 	if errors.Is(err, jetstream.ErrNoStreamResponse) {
 		return fmt.Errorf("publish %s event %s on %s: no JetStream stream answered: create a stream for this subject or set nats.auto_create_stream: %w",
 			ev.Type, ev.ID, ev.NATSSubject, err)
 	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
 		// Someone answered the subject's interest (a core NATS subscriber,
 		// say) but no stream acknowledged: the event is not stored.
 		return fmt.Errorf("publish %s event %s on %s: no JetStream acknowledgement in time: the event is not stored; is there a stream for this subject? (a core NATS subscriber alone does not store it): %w",
@@ -370,9 +436,11 @@ func (b *Bus) PublishDurable(ctx context.Context, ev Event) error {
 		return fmt.Errorf("publish %s event %s on %s: the answer was not a JetStream acknowledgement (something other than a stream replied): the event is not stored: %w",
 			ev.Type, ev.ID, ev.NATSSubject, err)
 	}
-	if err != nil {
-		return fmt.Errorf("publish %s event %s on %s: %w", ev.Type, ev.ID, ev.NATSSubject, err)
-	}
+	return fmt.Errorf("publish %s event %s on %s: %w", ev.Type, ev.ID, ev.NATSSubject, err)
+}
+
+// ackErr checks ev's acknowledgement: stored in the expected stream.
+func (b *Bus) ackErr(ev Event, ack *jetstream.PubAck) error {
 	if want := b.expect.Load(); want != nil && *want != "" && ack.Stream != *want {
 		return fmt.Errorf("publish %s event %s on %s: stored in JetStream stream %s, not %s: set nats.stream to %s, or make %s the only stream capturing dropship's subjects",
 			ev.Type, ev.ID, ev.NATSSubject, ack.Stream, *want, ack.Stream, *want)

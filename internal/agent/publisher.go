@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/dropship/dropship/events"
-	"github.com/dropship/dropship/internal/journal"
 )
 
 // publisher drains the journal's outbox to JetStream, in order. An event
@@ -59,9 +58,11 @@ func (p *publisher) poke() {
 
 const (
 	publishBatch   = 256
-	publishTimeout = 5 * time.Second
-	retryMin       = 250 * time.Millisecond
-	retryMax       = 15 * time.Second
+	publishTimeout = 5 * time.Second // a stream check
+	retryMin       = 100 * time.Millisecond
+	// retryMax is low: a lost ack or a leader change is over in seconds,
+	// and a reconnect retries at once anyway.
+	retryMax = 2 * time.Second
 )
 
 func (p *publisher) run() {
@@ -169,18 +170,41 @@ func (p *publisher) drain() (int, error) {
 	if !a.bus.Connected() {
 		return 0, fmt.Errorf("publish %d event(s): %w", len(entries), events.ErrNotConnected)
 	}
+	// The batch is published at once (asynchronous publishes, each ack
+	// matched to its event); an entry leaves the outbox when its own ack
+	// arrived. Those without one are published again, under their ids.
 	var acked []uint64
 	defer func() { _ = a.journal.Ack(acked...) }()
+	evs := make([]events.Event, 0, len(entries))
+	seqs := make([]uint64, 0, len(entries))
 	for _, e := range entries {
-		if err := p.publish(e); err != nil {
-			// The stream may be gone or changed: find out why
-			// before the next attempt.
-			a.needCheck.Store(true)
-			return len(acked), err
+		ev, err := events.Parse(e.Data)
+		if err != nil {
+			// A corrupt entry would block the outbox forever: drop it loudly.
+			a.logger.Error("dropping an unreadable outbox entry", "seq", e.Seq, "err", err)
+			acked = append(acked, e.Seq)
+			continue
 		}
-		acked = append(acked, e.Seq)
+		ev.NATSSubject = e.Subject
+		evs = append(evs, ev)
+		seqs = append(seqs, e.Seq)
 	}
-	return len(acked), nil
+	ctx, cancel := p.opContext()
+	defer cancel()
+	var first error
+	for i, err := range a.bus.PublishDurableBatch(ctx, evs) {
+		if err == nil {
+			acked = append(acked, seqs[i])
+		} else if first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		// The stream may be gone or changed: find out why before the
+		// next attempt.
+		a.needCheck.Store(true)
+	}
+	return len(acked), first
 }
 
 // opContext bounds one publish or check: publishTimeout, and the stop's
@@ -190,21 +214,6 @@ func (p *publisher) opContext() (context.Context, context.CancelFunc) {
 		return context.WithDeadline(context.Background(), p.deadline)
 	}
 	return context.WithCancel(context.Background())
-}
-
-func (p *publisher) publish(e journal.Entry) error {
-	ev, err := events.Parse(e.Data)
-	if err != nil {
-		// A corrupt entry would block the outbox forever: drop it loudly.
-		p.a.logger.Error("dropping an unreadable outbox entry", "seq", e.Seq, "err", err)
-		return nil
-	}
-	ev.NATSSubject = e.Subject
-	octx, ocancel := p.opContext()
-	defer ocancel()
-	ctx, cancel := context.WithTimeout(octx, publishTimeout)
-	defer cancel()
-	return p.a.bus.PublishDurable(ctx, ev)
 }
 
 func (p *publisher) setErr(err error) {

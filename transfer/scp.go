@@ -93,6 +93,7 @@ const (
 type scpState struct {
 	once     sync.Once
 	sessions chan struct{} // one token per exec session at once
+	kept     int           // tokens kept for good: sessions the server refused
 	mu       sync.Mutex
 	conns    map[*master]*connProto
 }
@@ -356,6 +357,21 @@ func (c *Client) probeShell(ctx context.Context, m *master, p *connProto) {
 	}
 }
 
+// scpShrink runs one session fewer from now on, keeping the caller's
+// session token, after the server refused a session (its MaxSessions); false
+// when one is all that is left.
+func (c *Client) scpShrink() bool {
+	st := c.scpInit()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.kept+1 >= cap(st.sessions) {
+		return false
+	}
+	st.kept++
+	c.logger.Info("the server refused another session; the legacy scp protocol runs fewer at once", "sessions", cap(st.sessions)-st.kept)
+	return true
+}
+
 // scpSession takes one of the client's exec sessions; nil when ctx ended
 // first.
 func (c *Client) scpSession(ctx context.Context) func() {
@@ -541,13 +557,16 @@ func (u *scpRun) one(i int) {
 			r.Start = time.Now()
 		}
 		sum, err = u.send(i, r)
-		release()
+		if !sessionRefused(err) || !u.c.scpShrink() {
+			release()
+		}
 		if !sessionRefused(err) || try == scpRefusedRetries || u.ctx.Err() != nil {
 			break
 		}
-		// The server allows fewer sessions than are running: wait for
-		// one to end.
-		time.Sleep(time.Duration(50<<try) * time.Millisecond)
+		// The server allows fewer sessions than were running: one fewer
+		// from now on (the token is kept), and this file waits for one
+		// to end.
+		time.Sleep(time.Duration(20<<try) * time.Millisecond)
 	}
 	r.End = time.Now()
 	if err == nil {

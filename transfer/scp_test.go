@@ -423,3 +423,25 @@ func TestSCPPreserve(t *testing.T) {
 		}
 	}
 }
+
+// Many small files go over several sessions at once; a server that allows
+// fewer sessions than that (MaxSessions 2) gets fewer, and every file
+// arrives.
+func TestSCPManyFilesFewSessions(t *testing.T) {
+	t.Parallel()
+	_, tg := startSSHD(t, sshdtest.Options{NoSFTP: true, MaxSessions: 2})
+	remote := t.TempDir()
+	var items []Item
+	for i := range 40 {
+		items = append(items, localItem(t, fmt.Sprintf("m%02d", i), fmt.Sprintf("f%d", i), content(fmt.Sprint(i), 500+i), remote, fmt.Sprintf("d%d/f%02d.txt", i%3, i)))
+	}
+	lb := &logBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t), Logger: lb.logger()})
+	res := upload(t, c, items, Observer{})
+	wantDelivered(t, items, res)
+	wantSums(t, items, res)
+	wantNoTempFiles(t, remote)
+	if t.Failed() || testing.Verbose() {
+		t.Logf("log:\n%s", lb.String())
+	}
+}

@@ -23,7 +23,7 @@ const (
 	ClassConnectTimeout   Class = "connect-timeout"   // no answer to the TCP connect
 	ClassConnectDNS       Class = "connect-dns"       // the host name does not resolve
 	ClassConnectBanner    Class = "connect-banner"    // TCP connected but no SSH session came up
-	ClassRemoteConfig     Class = "remote-config"     // the server cannot serve SFTP (no subsystem, noisy shell)
+	ClassRemoteConfig     Class = "remote-config"     // the server cannot serve the protocol as configured (no SFTP subsystem, a noisy shell, atomic scp without a shell)
 	ClassRemotePath       Class = "remote-path"       // the remote folder does not exist
 	ClassRemotePermission Class = "remote-permission" // the server refused the write
 	ClassRemoteFull       Class = "remote-full"       // the server failed a write (full disk or quota)

@@ -445,3 +445,96 @@ func TestSCPManyFilesFewSessions(t *testing.T) {
 		t.Logf("log:\n%s", lb.String())
 	}
 }
+
+// hangSCP is a ForceCommand under which a shell works but scp never answers.
+const hangSCP = `#!/bin/sh
+case "$SSH_ORIGINAL_COMMAND" in
+"echo "*) eval "$SSH_ORIGINAL_COMMAND"; exit ;;
+esac
+exec sleep 600
+`
+
+// A remote scp that never answers is a stall, killed after stall_timeout;
+// a canceled upload ends at once.
+func TestSCPStallAndCancel(t *testing.T) {
+	t.Parallel()
+	script := filepath.Join(t.TempDir(), "hang")
+	if err := os.WriteFile(script, []byte(hangSCP), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, tg := scpTarget(t, "ForceCommand "+script)
+	tg.StallTimeout = time.Second
+	remote := t.TempDir()
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	start := time.Now()
+	res := upload(t, c, []Item{localItem(t, "s1", "s", content("s", 10), remote, "s.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassStalled, "no answer from the server for 1s")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("the stall took %s to be noticed", d)
+	}
+
+	tg.StallTimeout = time.Minute
+	c = newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan []Result, 1)
+	go func() { done <- c.Upload(ctx, []Item{localItem(t, "s2", "s", content("s", 10), remote, "s.txt")}, Observer{}) }()
+	// Canceled once the shell was probed: while scp does not answer.
+	poll(t, 20*time.Second, "the probe", func() bool { return c.Protocol() != "" && strings.Contains(c.Protocol(), "atomic") })
+	cancel()
+	select {
+	case res = <-done:
+		wantClass(t, res[0].Err, ClassCanceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a canceled upload did not end")
+	}
+	wantAbsent(t, filepath.Join(remote, "s.txt"))
+}
+
+// A connection lost mid-file is lost-connection (retryable), and nothing is
+// under the final name.
+func TestSCPLostConnection(t *testing.T) {
+	t.Parallel()
+	srv, tg := scpTarget(t)
+	remote := t.TempDir()
+	it := localItem(t, "l1", "l", content("l", 4<<20), remote, "l.bin")
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, Bandwidth: 1 << 20, ControlDir: controlDir(t)})
+	done := make(chan []Result, 1)
+	go func() { done <- upload(t, c, []Item{it}, Observer{}) }()
+	poll(t, 20*time.Second, "the temporary file", func() bool {
+		_, err := os.Stat(it.TempPath())
+		return err == nil
+	})
+	srv.Stop()
+	res := <-done
+	wantClass(t, res[0].Err, ClassLostConnection)
+	if !ClassOf(res[0].Err).Retryable() {
+		t.Error("a lost connection is not retryable")
+	}
+	wantAbsent(t, it.RemotePath())
+}
+
+// Discard removes what failed attempts left, over scp too.
+func TestSCPDiscard(t *testing.T) {
+	t.Parallel()
+	_, tg := scpTarget(t)
+	remote := t.TempDir()
+	items := []Item{
+		localItem(t, "d1", "d", content("d", 10), remote, "d.txt"),
+		localItem(t, "d2", "e", content("e", 10), remote, "sub/it's.txt"),
+	}
+	for _, it := range items {
+		if err := os.MkdirAll(filepath.Dir(it.TempPath()), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(it.TempPath(), []byte("left"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	ctx, cancel := context.WithTimeout(context.Background(), uploadDeadline)
+	defer cancel()
+	if err := c.Discard(ctx, items); err != nil {
+		t.Fatal(err)
+	}
+	wantNoTempFiles(t, remote)
+}

@@ -477,7 +477,8 @@ func TestSCPStallAndCancel(t *testing.T) {
 	c = newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []Result, 1)
-	go func() { done <- c.Upload(ctx, []Item{localItem(t, "s2", "s", content("s", 10), remote, "s.txt")}, Observer{}) }()
+	it := localItem(t, "s2", "s", content("s", 10), remote, "s.txt")
+	go func() { done <- c.Upload(ctx, []Item{it}, Observer{}) }()
 	// Canceled once the shell was probed: while scp does not answer.
 	poll(t, 20*time.Second, "the probe", func() bool { return c.Protocol() != "" && strings.Contains(c.Protocol(), "atomic") })
 	cancel()
@@ -499,7 +500,7 @@ func TestSCPLostConnection(t *testing.T) {
 	it := localItem(t, "l1", "l", content("l", 4<<20), remote, "l.bin")
 	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, Bandwidth: 1 << 20, ControlDir: controlDir(t)})
 	done := make(chan []Result, 1)
-	go func() { done <- upload(t, c, []Item{it}, Observer{}) }()
+	go func() { done <- c.Upload(context.Background(), []Item{it}, Observer{}) }()
 	poll(t, 20*time.Second, "the temporary file", func() bool {
 		_, err := os.Stat(it.TempPath())
 		return err == nil

@@ -76,6 +76,7 @@ type ConnectOptions struct {
 // and best-effort publishing through core NATS. It is safe for concurrent
 // use.
 type Bus struct {
+	binary  atomic.Bool // publish in the CloudEvents binary content mode
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	log     *slog.Logger
@@ -486,14 +487,19 @@ func (b *Bus) message(ev Event) (*nats.Msg, error) {
 	if ev.NATSSubject == "" || ev.ID == "" {
 		return nil, fmt.Errorf("publish %s event %q: event has no subject or id", ev.Type, ev.ID)
 	}
-	data, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s event %s: %w", ev.Type, ev.ID, err)
+	var msg *nats.Msg
+	if b.binary.Load() {
+		msg = binaryMessage(ev)
+	} else {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s event %s: %w", ev.Type, ev.ID, err)
+		}
+		msg = nats.NewMsg(ev.NATSSubject)
+		msg.Header.Set("Content-Type", StructuredContentType)
+		msg.Data = data
 	}
-	msg := nats.NewMsg(ev.NATSSubject)
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	msg.Header.Set("Content-Type", StructuredContentType)
-	msg.Data = data
 	return msg, nil
 }
 
@@ -558,7 +564,7 @@ func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, sinc
 		}
 		if next.seq > last { // overlapping filters deliver a message more than once
 			last = next.seq
-			if ev, err := Parse(next.msg.Data()); err != nil {
+			if ev, err := ParseHeaders(next.msg.Headers(), next.msg.Data()); err != nil {
 				b.log.Warn("skipping a message that is not a dropship event", logKeyStream, stream, "subject", next.msg.Subject(), logKeyErr, err)
 			} else {
 				ev.NATSSubject = next.msg.Subject()

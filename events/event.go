@@ -253,18 +253,23 @@ func Parse(b []byte) (Event, error) {
 	if err := json.Unmarshal(b, &ev); err != nil {
 		return Event{}, fmt.Errorf("decode event: %w", err)
 	}
+	return ev, checkParsed(ev)
+}
+
+// checkParsed checks the attributes dropship relies on.
+func checkParsed(ev Event) error {
 	switch {
 	case ev.SpecVersion != SpecVersion:
-		return Event{}, fmt.Errorf("decode event %s: specversion %q, want %q", ev.ID, ev.SpecVersion, SpecVersion)
+		return fmt.Errorf("decode event %s: specversion %q, want %q", ev.ID, ev.SpecVersion, SpecVersion)
 	case ev.ID == "", ev.Source == "", ev.Type == "":
-		return Event{}, fmt.Errorf("decode event: id, source and type are required (id %q, source %q, type %q)", ev.ID, ev.Source, ev.Type)
+		return fmt.Errorf("decode event: id, source and type are required (id %q, source %q, type %q)", ev.ID, ev.Source, ev.Type)
 	}
-	return ev, nil
+	return nil
 }
 
 // ParseMsg decodes the event carried by m and sets its NATSSubject.
 func ParseMsg(m *nats.Msg) (Event, error) {
-	ev, err := Parse(m.Data)
+	ev, err := ParseHeaders(m.Header, m.Data)
 	if err != nil {
 		return Event{}, fmt.Errorf("message on %s: %w", m.Subject, err)
 	}

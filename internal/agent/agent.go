@@ -345,6 +345,7 @@ func (a *Agent) startEvents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	bus.SetCloudEventsMode(cfg.NATS.CloudEventsMode)
 	a.bus = bus
 	if !bus.Connected() {
 		// The publisher checks the stream once the server is there.

@@ -223,6 +223,9 @@ func (a *Agent) reload(next *config.Config) {
 	if a.opts.LogLevel != nil {
 		a.opts.LogLevel.Set(LevelOf(cfg.Agent.LogLevel))
 	}
+	if a.bus != nil {
+		a.bus.SetCloudEventsMode(cfg.NATS.CloudEventsMode)
+	}
 	if cfg.NATS.Stream != running.NATS.Stream || cfg.NATS.AutoCreateStream != running.NATS.AutoCreateStream || cfg.NATS.StreamReplicas != running.NATS.StreamReplicas {
 		a.pub.recheck()
 	}

@@ -208,6 +208,7 @@ func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *even
 		logger.Warn("events are not published", "nats", url, "err", err)
 		return nil
 	}
+	bus.SetCloudEventsMode(cfg.NATS.CloudEventsMode)
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := bus.WaitConnected(wctx); err != nil {

@@ -41,6 +41,7 @@ var liveKeys = []struct {
 	{"nats.auto_create_stream", func(c *config.Config) any { return c.NATS.AutoCreateStream }},
 	{"nats.stream_replicas", func(c *config.Config) any { return c.NATS.StreamReplicas }},
 	{"nats.publish_logs", func(c *config.Config) any { return c.NATS.PublishLogs }},
+	{"nats.cloudevents_mode", func(c *config.Config) any { return c.NATS.CloudEventsMode }},
 }
 
 // splitReload returns the configuration a reload can apply (next, with the

@@ -47,6 +47,9 @@ type NATS struct {
 	// keeps its own.
 	StreamReplicas int
 	PublishLogs    bool
+	// CloudEventsMode is how events are published: "structured" (the whole
+	// event as JSON) or "binary" (ce- headers, the data as the payload).
+	CloudEventsMode string
 }
 
 // Target is one [[target]]: a remote SSH/SFTP server.
@@ -140,11 +143,12 @@ func Default() *Config {
 			ShutdownGrace: 30 * time.Second,
 		},
 		NATS: NATS{
-			EmbeddedListen: "127.0.0.1:4222",
-			SubjectPrefix:  "dropship",
-			Stream:         "DROPSHIP_EVENTS",
-			StreamReplicas: 1,
-			PublishLogs:    true,
+			EmbeddedListen:  "127.0.0.1:4222",
+			SubjectPrefix:   "dropship",
+			Stream:          "DROPSHIP_EVENTS",
+			StreamReplicas:  1,
+			PublishLogs:     true,
+			CloudEventsMode: "structured",
 		},
 	}
 }

@@ -726,6 +726,7 @@ func (t *table) nats(n *NATS) {
 		t.problem("stream_replicas", fmt.Sprintf("%d replicas need a NATS cluster, and the embedded server is one server: set nats.url to the cluster, or stream_replicas = 1", n.StreamReplicas))
 	}
 	t.boolean("publish_logs", &n.PublishLogs)
+	t.oneOf("cloudevents_mode", &n.CloudEventsMode, "structured", "binary")
 }
 
 func (t *table) target(tg *Target) {

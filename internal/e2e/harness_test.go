@@ -694,7 +694,7 @@ func storedEvents(t testing.TB, url string) []received {
 		if err != nil {
 			t.Fatalf("stream %s message %d: %v", stream, seq, err)
 		}
-		ev, err := events.Parse(m.Data)
+		ev, err := events.ParseHeaders(m.Header, m.Data)
 		if err != nil {
 			t.Fatalf("stream %s message %d on %s: %v", stream, seq, m.Subject, err)
 		}

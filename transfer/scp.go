@@ -111,9 +111,6 @@ type connProto struct {
 	shell    shellKind
 	shellWhy string // why there is no POSIX shell, for messages
 	shellErr *Error // the probe failed (lost connection, noisy shell)
-
-	dirsMu sync.Mutex
-	dirs   map[string]bool // folders known to exist
 }
 
 type shellKind int
@@ -145,7 +142,7 @@ func (c *Client) proto(m *master) *connProto {
 				delete(st.conns, old)
 			}
 		}
-		p = &connProto{dirs: map[string]bool{}}
+		p = &connProto{}
 		st.conns[m] = p
 	}
 	return p
@@ -300,9 +297,9 @@ func (c *Client) scpConnection(ctx context.Context) (*master, *connProto, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	if c.opts.Protocol == ProtocolSCP {
-		c.setProto(m, ProtocolSCP)
-	}
+	// With auto, the connection this replaces was found without SFTP
+	// (the server is the same one): it is not asked again.
+	c.setProto(m, ProtocolSCP)
 	p := c.proto(m)
 	p.shellMu.Lock()
 	defer p.shellMu.Unlock()
@@ -603,12 +600,9 @@ func (u *scpRun) send(i int, r *Result) (string, error) {
 		preserve:  c.opts.Preserve,
 		shell:     u.p.shell == shellPOSIX,
 	}
-	dir := path.Dir(it.RemotePath())
-	if plan.shell && dir != path.Clean(it.RemoteDir) {
-		u.p.dirsMu.Lock()
-		plan.mkdir = !u.p.dirs[dir]
-		u.p.dirsMu.Unlock()
-	}
+	// In the same command line, so it costs nothing: a folder removed
+	// on the server meanwhile is made again.
+	plan.mkdir = plan.shell
 	cmdline, records, err := scpCommand(it, plan)
 	if err != nil {
 		return "", err
@@ -704,13 +698,6 @@ func (u *scpRun) send(i int, r *Result) (string, error) {
 	if proc.exit != 0 {
 		return "", proc.stepErr(&it, proc.exit, nil)
 	}
-	if plan.mkdir {
-		u.p.dirsMu.Lock()
-		for d := dir; d != path.Clean(it.RemoteDir) && d != "." && d != "/"; d = path.Dir(d) {
-			u.p.dirs[d] = true
-		}
-		u.p.dirsMu.Unlock()
-	}
 	return sum, nil
 }
 
@@ -804,7 +791,7 @@ func (u *scpRun) progress(it Item, start time.Time) func(sent int64, final bool)
 type scpPlan struct {
 	atomic, overwrite, preserve bool
 	shell                       bool // the account has a POSIX shell
-	mkdir                       bool // its folder may be missing (with a shell)
+	mkdir                       bool // create the file's folder (with a shell)
 }
 
 // scpCommand is the remote command line that receives it, and the folder

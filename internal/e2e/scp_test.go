@@ -17,7 +17,8 @@ import (
 // their names through the legacy scp protocol, atomically (no temporary file
 // is left), each with one completed event holding its size and sha256.
 // `check -connect` says which protocol each target speaks: "scp" as
-// configured, and the one "auto" chose.
+// configured, and the one "auto" chose; an agent with "auto" logs its choice
+// once and delivers.
 func TestSCPDelivery(t *testing.T) {
 	t.Parallel()
 	srv := sshdtest.Start(t, sshdtest.Options{NoSFTP: true})
@@ -86,6 +87,19 @@ func TestSCPDelivery(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "protocol scp (the server has no SFTP subsystem") {
 		t.Errorf("check -connect of a protocol = \"auto\" target without SFTP:\n%s", r)
 	}
+	// And an agent of it delivers over scp, saying so once in its log.
+	e2.watchFor("sshd")
+	e2.writeConf()
+	agent2 := startAgent(t, e2.cfg)
+	writeFile(t, filepath.Join(e2.watch, "auto.txt"), []byte("auto\n"))
+	eventually(t, 60*time.Second, "auto.txt delivered", func() bool {
+		return sameContent(filepath.Join(e2.remote, "auto.txt"), []byte("auto\n"))
+	})
+	agent2.stop(10 * time.Second)
+	if logs := agent2.logs(); strings.Count(logs, "the server has no SFTP subsystem; using the legacy scp protocol") != 1 || !strings.Contains(logs, "target=sshd") {
+		t.Errorf("the agent did not log its choice of scp once:\n%s", logs)
+	}
+
 	home, _ := os.UserHomeDir()
 	for _, dir := range []string{home, e.remote, e.watch, srv.Dir, "/"} {
 		if exists(filepath.Join(dir, "pwned")) {

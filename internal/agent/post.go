@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dropship/dropship/internal/access"
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/journal"
 	"github.com/dropship/dropship/transfer"
@@ -199,7 +200,11 @@ func postMessage(err error) string {
 	p := ""
 	switch {
 	case errors.As(err, &linkErr):
+		// A rename needs both folders: name the one that refuses.
 		p = linkErr.Old
+		if errs, cerr := access.Check(access.Current(), []access.Request{{Path: filepath.Dir(linkErr.Old), Mode: access.Write | access.Exec}}); cerr == nil && errs[0] == nil {
+			p = linkErr.New
+		}
 	case errors.As(err, &pathErr):
 		p = pathErr.Path
 	}

@@ -39,6 +39,9 @@ import (
 //	local:  <size bytes> 0             answer (a write error: 1 "scp: …: No space left on device")
 //	local:  EOF                        the remote scp exits (status 0 when all went well)
 //
+// (The T and C lines go out before the "ready" answer is read, saving a round
+// trip; the file's bytes only once the C line was accepted.)
+//
 // The remote command line is run by the remote user's shell, so every path in
 // it is quoted for a POSIX shell ('…' with ' written as '\''): any byte but
 // NUL, a newline included, arrives as it is, and nothing in a name is ever
@@ -622,36 +625,51 @@ func (u *scpRun) send(i int, r *Result) (string, error) {
 	stopWatch := proc.watch(u.ctx, c.t.StallTimeout, time.Now().Add(deadlineBase+time.Duration(it.Size/deadlineRate)*time.Second))
 	defer stopWatch()
 
-	// The remote scp says it is ready, then takes the folders (only
-	// without a shell), the times and the file's header.
+	// The file's times and header. Where there are no folder records
+	// they go out at once, before the remote scp said it is ready, and
+	// the answers are read after: a round trip less per file. Nothing
+	// but these lines of dropship's own is ever sent before the remote
+	// scp accepted the header: were the file's bytes sent ahead, a
+	// refused header would leave the remote scp reading them as
+	// records.
+	var header []byte
+	acks := 1
+	if plan.preserve && fi != nil {
+		t := fi.ModTime().Unix()
+		header = fmt.Appendf(header, "T%d 0 %d 0\n", t, t)
+		acks++
+	}
+	header = fmt.Appendf(header, "C%04o %d %s\n", mode, it.Size, scpName(it, plan))
+	if len(records) == 0 {
+		if e := proc.sendOr(&it, header); e != nil {
+			return "", e
+		}
+	}
 	if e := proc.expectOK(&it); e != nil {
 		return "", e
 	}
 	if !r.Began {
 		u.begin(i, r)
 	}
-	for _, rec := range records {
-		if e := proc.sendOr(&it, []byte(rec)); e != nil {
+	if len(records) > 0 {
+		// Each folder only once the one before it was entered: a
+		// refused one must not leave the rest to land elsewhere.
+		for _, rec := range records {
+			if e := proc.sendOr(&it, []byte(rec)); e != nil {
+				return "", e
+			}
+			if e := proc.expectOK(&it); e != nil {
+				return "", e
+			}
+		}
+		if e := proc.sendOr(&it, header); e != nil {
 			return "", e
 		}
+	}
+	for range acks {
 		if e := proc.expectOK(&it); e != nil {
 			return "", e
 		}
-	}
-	if plan.preserve && fi != nil {
-		t := fi.ModTime().Unix()
-		if e := proc.sendOr(&it, fmt.Appendf(nil, "T%d 0 %d 0\n", t, t)); e != nil {
-			return "", e
-		}
-		if e := proc.expectOK(&it); e != nil {
-			return "", e
-		}
-	}
-	if e := proc.sendOr(&it, fmt.Appendf(nil, "C%04o %d %s\n", mode, it.Size, scpName(it, plan))); e != nil {
-		return "", e
-	}
-	if e := proc.expectOK(&it); e != nil {
-		return "", e
 	}
 	sum, werr := u.write(it, proc)
 	if werr == nil {

@@ -243,6 +243,8 @@ func (c *Client) scpAnswers(m *master) bool {
 	defer proc.stop()
 	defer proc.watch(ctx, 0, time.Now().Add(openTimeout))()
 	msg, err := proc.ack()
+	proc.closeStdin()
+	proc.wait()
 	return err == nil && msg == ""
 }
 
@@ -444,6 +446,9 @@ func (c *Client) checkSCP(ctx context.Context, remoteDir string) error {
 	if err != nil {
 		return proc.stepErr(nil, 0, err)
 	}
+	// EOF: the remote scp, which received nothing, exits.
+	proc.closeStdin()
+	proc.wait()
 	return nil
 }
 

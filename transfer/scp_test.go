@@ -539,3 +539,18 @@ func TestSCPDiscard(t *testing.T) {
 	}
 	wantNoTempFiles(t, remote)
 }
+
+// A server with a shell but no scp program says so.
+func TestSCPNoSCPProgram(t *testing.T) {
+	t.Parallel()
+	script := filepath.Join(t.TempDir(), "noscp")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nPATH=/nonexistent\neval \"$SSH_ORIGINAL_COMMAND\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, tg := scpTarget(t, "ForceCommand "+script)
+	remote := t.TempDir()
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	res := upload(t, c, []Item{localItem(t, "n1", "n", content("n", 10), remote, "n.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassRemoteConfig, "no scp program")
+	wantAbsent(t, filepath.Join(remote, "n.txt"))
+}

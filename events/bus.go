@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,8 +35,11 @@ const (
 // Stream settings used by [Bus.EnsureStream] when it creates a stream.
 const (
 	// StreamDuplicateWindow is how long JetStream remembers message ids to
-	// drop a republished event (same Nats-Msg-Id) after an outage.
-	StreamDuplicateWindow = 10 * time.Minute
+	// drop a republished event (same Nats-Msg-Id): events wait in the
+	// outbox through an outage of any length and are published again
+	// after it, so the window covers a long one (a site offline over a
+	// night). nats.duplicate_window changes it.
+	StreamDuplicateWindow = 24 * time.Hour
 	// StreamMaxAge is how long events are kept.
 	StreamMaxAge = 7 * 24 * time.Hour
 	// StreamMaxBytes caps the stream's size; the oldest events go first.
@@ -305,19 +309,25 @@ func (b *Bus) EnsureStream(ctx context.Context, name string, subjects []string) 
 	return c.Err()
 }
 
-func streamConfig(name string, subjects []string, replicas int) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        name,
+func streamConfig(s StreamSetup) jetstream.StreamConfig {
+	cfg := jetstream.StreamConfig{
+		Name:        s.Name,
 		Description: "dropship transfer and agent lifecycle events (CloudEvents)",
-		Subjects:    slices.Clone(subjects),
+		Subjects:    slices.Clone(s.Subjects),
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
-		MaxAge:      StreamMaxAge,
-		MaxBytes:    StreamMaxBytes,
-		Duplicates:  StreamDuplicateWindow,
-		Replicas:    max(replicas, 1),
+		MaxAge:      cmp.Or(s.MaxAge, StreamMaxAge),
+		MaxBytes:    cmp.Or(s.MaxBytes, StreamMaxBytes),
+		Duplicates:  s.duplicates(),
+		Replicas:    max(s.Replicas, 1),
 	}
+	// JetStream refuses a duplicate window longer than the age limit.
+	cfg.Duplicates = min(cfg.Duplicates, cfg.MaxAge)
+	if s.Cluster != "" || len(s.Tags) > 0 {
+		cfg.Placement = &jetstream.Placement{Cluster: s.Cluster, Tags: slices.Clone(s.Tags)}
+	}
+	return cfg
 }
 
 // subjectCovers reports whether every subject matching sub also matches

@@ -186,7 +186,7 @@ func TestPublishDurableStoresOnceWithMsgID(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := info.Config
-	if cfg.Storage != jetstream.FileStorage || cfg.Duplicates != 10*time.Minute || cfg.MaxAge != 7*24*time.Hour ||
+	if cfg.Storage != jetstream.FileStorage || cfg.Duplicates != 24*time.Hour || cfg.MaxAge != 7*24*time.Hour ||
 		cfg.MaxBytes != 1<<30 || cfg.Retention != jetstream.LimitsPolicy || cfg.Discard != jetstream.DiscardOld {
 		t.Errorf("stream config: %+v", cfg)
 	}

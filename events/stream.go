@@ -1,6 +1,7 @@
 package events
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,12 +32,24 @@ type StreamSetup struct {
 	Create bool
 	// Replicas of a stream dropship creates (nats.stream_replicas); 0 is 1.
 	Replicas int
+	// MaxBytes, MaxAge and Duplicates size a stream dropship creates
+	// (nats.stream_max_bytes, stream_max_age, duplicate_window); 0 is
+	// [StreamMaxBytes], [StreamMaxAge], [StreamDuplicateWindow]. Cluster
+	// and Tags place it (nats.stream_cluster, stream_tags).
+	MaxBytes   int64
+	MaxAge     time.Duration
+	Duplicates time.Duration
+	Cluster    string
+	Tags       []string
 	// Owned is set for dropship's own embedded server: subjects the stream
 	// does not capture yet (a new subject_prefix) are added to it. On any
 	// other server the operator owns the stream and a missing subject is
 	// reported instead.
 	Owned bool
 }
+
+// duplicates is the duplicate window s asks for.
+func (s StreamSetup) duplicates() time.Duration { return cmp.Or(s.Duplicates, StreamDuplicateWindow) }
 
 // StreamCheck is what [Bus.CheckStream] found.
 type StreamCheck struct {
@@ -101,7 +114,7 @@ func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, erro
 			c.Fix = "set auto_create_stream = true in [nats], or create it: " + AddStreamCommand(s)
 			return c, nil
 		}
-		cfg := streamConfig(s.Name, s.Subjects, s.Replicas)
+		cfg := streamConfig(s)
 		if _, err := b.js.CreateStream(ctx, cfg); err != nil {
 			if ctx.Err() != nil {
 				return c, fmt.Errorf("create JetStream stream %s: %w", s.Name, err)
@@ -120,9 +133,17 @@ func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, erro
 	}
 	cfg := stream.CachedInfo().Config
 	c.Subjects, c.DuplicateWindow, c.Replicas = cfg.Subjects, cfg.Duplicates, cfg.Replicas
-	if cfg.Duplicates < StreamDuplicateWindow {
-		c.Warnings = append(c.Warnings, fmt.Sprintf("JetStream stream %s remembers message ids for %s only: events republished after a longer outage may be stored twice; raise it: %s",
-			s.Name, cfg.Duplicates, shellCommand([]string{"nats", "stream", "edit", s.Name, "--dupe-window", durationFlag(StreamDuplicateWindow)})))
+	want := s.duplicates()
+	if cfg.MaxAge > 0 {
+		want = min(want, cfg.MaxAge) // no window outlives the events
+	}
+	if cfg.Duplicates < want {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("JetStream stream %s remembers message ids for %s only, and the outbox bridges outages of any length: events republished after a longer outage may be stored twice; raise it: %s",
+			s.Name, cfg.Duplicates, shellCommand([]string{"nats", "stream", "edit", s.Name, "--dupe-window", durationFlag(want)})))
+	}
+	if cluster := b.nc.ConnectedClusterName(); cluster != "" && cfg.Replicas < 2 {
+		c.Warnings = append(c.Warnings, fmt.Sprintf("the NATS server is part of cluster %s, but JetStream stream %s has one replica: while the server holding it is down, no event is stored; a stream's replicas cannot be changed in place by dropship: `nats stream edit %s --replicas 3`, or set nats.stream_replicas = 3 for a stream dropship creates",
+			cluster, s.Name, s.Name))
 	}
 	if missing := uncovered(cfg.Subjects, s.Subjects); len(missing) > 0 {
 		if s.Owned {
@@ -166,13 +187,22 @@ func createFix(err error, s StreamSetup) string {
 // AddStreamCommand is the `nats stream add` command (of the NATS CLI) that
 // creates the stream dropship would create for s.
 func AddStreamCommand(s StreamSetup) string {
-	cfg := streamConfig(s.Name, s.Subjects, s.Replicas)
+	cfg := streamConfig(s)
 	args := []string{"nats", "stream", "add", s.Name}
 	args = append(args, subjectFlags(cfg.Subjects)...)
 	args = append(args,
 		"--storage", "file", "--retention", "limits", "--discard", "old",
 		"--max-age", durationFlag(cfg.MaxAge), "--max-bytes", strconv.FormatInt(cfg.MaxBytes, 10),
-		"--dupe-window", durationFlag(cfg.Duplicates), "--replicas", strconv.Itoa(cfg.Replicas), "--defaults")
+		"--dupe-window", durationFlag(cfg.Duplicates), "--replicas", strconv.Itoa(cfg.Replicas))
+	if p := cfg.Placement; p != nil {
+		if p.Cluster != "" {
+			args = append(args, "--cluster", p.Cluster)
+		}
+		for _, t := range p.Tags {
+			args = append(args, "--tag", t)
+		}
+	}
+	args = append(args, "--defaults")
 	return shellCommand(args)
 }
 

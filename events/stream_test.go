@@ -35,9 +35,15 @@ func TestVersionAtLeast(t *testing.T) {
 func TestAddStreamCommand(t *testing.T) {
 	got := AddStreamCommand(StreamSetup{Name: "DROPSHIP_EVENTS", Subjects: AllLifecycle("dropship"), Replicas: 3})
 	want := "nats stream add DROPSHIP_EVENTS --subjects 'dropship.*.*.transfer.*' --subjects 'dropship.*.agent.*' " +
-		"--storage file --retention limits --discard old --max-age 168h --max-bytes 1073741824 --dupe-window 10m --replicas 3 --defaults"
+		"--storage file --retention limits --discard old --max-age 168h --max-bytes 1073741824 --dupe-window 24h --replicas 3 --defaults"
 	if got != want {
 		t.Errorf("AddStreamCommand:\n got %s\nwant %s", got, want)
+	}
+	got = AddStreamCommand(StreamSetup{Name: "S", Subjects: []string{"a.>"}, MaxBytes: 5 << 30, MaxAge: 48 * time.Hour, Duplicates: 72 * time.Hour, Cluster: "east", Tags: []string{"ssd", "dc a"}})
+	want = "nats stream add S --subjects 'a.>' --storage file --retention limits --discard old --max-age 48h --max-bytes 5368709120 " +
+		"--dupe-window 48h --replicas 1 --cluster east --tag ssd --tag 'dc a' --defaults"
+	if got != want {
+		t.Errorf("AddStreamCommand with sizes and placement (the window capped at the age):\n got %s\nwant %s", got, want)
 	}
 }
 
@@ -104,7 +110,7 @@ func TestCheckStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	c = checkStream(t, b, StreamSetup{Name: "OPS", Subjects: AllLifecycle("ops")})
-	if !c.OK() || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "1m0s only") || !strings.Contains(c.Warnings[0], "nats stream edit OPS --dupe-window 10m") {
+	if !c.OK() || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "1m0s only") || !strings.Contains(c.Warnings[0], "nats stream edit OPS --dupe-window 24h") {
 		t.Errorf("stream with a short duplicate window: %+v", c)
 	}
 

@@ -61,7 +61,7 @@ func checkNATS(ctx context.Context, cfg *config.Config, stdout io.Writer) bool {
 		fmt.Fprintf(stdout, "nats: FAILED: cannot connect to %s: %v\n", url, err)
 		return false
 	}
-	setup := events.StreamSetup{Name: cfg.NATS.Stream, Subjects: events.AllLifecycle(cfg.NATS.SubjectPrefix), Replicas: cfg.NATS.StreamReplicas}
+	setup := agent.StreamSetupOf(cfg, false, false)
 	c, err := bus.CheckStream(cctx, setup)
 	if err != nil {
 		fmt.Fprintf(stdout, "nats: FAILED: %v\n  fix: check that the NATS server at %s answers JetStream requests\n", err, url)

@@ -278,6 +278,8 @@ func streamSettings(t *testing.T) string {
 
 func docDuration(d time.Duration) string {
 	switch {
+	case d == 24*time.Hour:
+		return "24 hours"
 	case d%(24*time.Hour) == 0:
 		return fmt.Sprintf("%d days", d/(24*time.Hour))
 	case d%time.Hour == 0:

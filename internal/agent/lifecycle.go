@@ -226,7 +226,7 @@ func (a *Agent) reload(next *config.Config) {
 	if a.bus != nil {
 		a.bus.SetCloudEventsMode(cfg.NATS.CloudEventsMode)
 	}
-	if cfg.NATS.Stream != running.NATS.Stream || cfg.NATS.AutoCreateStream != running.NATS.AutoCreateStream || cfg.NATS.StreamReplicas != running.NATS.StreamReplicas {
+	if !reflect.DeepEqual(StreamSetupOf(cfg, cfg.NATS.AutoCreateStream, false), StreamSetupOf(running, running.NATS.AutoCreateStream, false)) {
 		a.pub.recheck()
 	}
 	if len(restart) > 0 {

@@ -218,12 +218,7 @@ func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *even
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := bus.CheckStream(sctx, events.StreamSetup{
-		Name:     cfg.NATS.Stream,
-		Subjects: events.AllLifecycle(cfg.NATS.SubjectPrefix),
-		Create:   cfg.NATS.AutoCreateStream,
-		Replicas: cfg.NATS.StreamReplicas,
-	})
+	c, err := bus.CheckStream(sctx, StreamSetupOf(cfg, cfg.NATS.AutoCreateStream, false))
 	switch {
 	case err != nil:
 		logger.Warn("could not check the event stream", "stream", cfg.NATS.Stream, "err", err)

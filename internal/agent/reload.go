@@ -42,6 +42,11 @@ var liveKeys = []struct {
 	{"nats.stream_replicas", func(c *config.Config) any { return c.NATS.StreamReplicas }},
 	{"nats.publish_logs", func(c *config.Config) any { return c.NATS.PublishLogs }},
 	{"nats.cloudevents_mode", func(c *config.Config) any { return c.NATS.CloudEventsMode }},
+	{"nats.stream_max_bytes", func(c *config.Config) any { return c.NATS.StreamMaxBytes }},
+	{"nats.stream_max_age", func(c *config.Config) any { return c.NATS.StreamMaxAge }},
+	{"nats.duplicate_window", func(c *config.Config) any { return c.NATS.DuplicateWindow }},
+	{"nats.stream_cluster", func(c *config.Config) any { return c.NATS.StreamCluster }},
+	{"nats.stream_tags", func(c *config.Config) any { return c.NATS.StreamTags }},
 }
 
 // splitReload returns the configuration a reload can apply (next, with the

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/config"
 )
 
 // keyStream is the log attribute naming the JetStream stream.
@@ -48,12 +49,23 @@ const errUnchecked = "\x00unchecked"
 // streamSetup is what the running configuration says about the stream.
 func (a *Agent) streamSetup() events.StreamSetup {
 	cfg := a.config()
+	return StreamSetupOf(cfg, a.emb != nil || cfg.NATS.AutoCreateStream, a.emb != nil)
+}
+
+// StreamSetupOf is the stream setup cfg describes: its name, subjects, and
+// the size and placement of a stream that is created (with create).
+func StreamSetupOf(cfg *config.Config, create, owned bool) events.StreamSetup {
 	return events.StreamSetup{
-		Name:     cfg.NATS.Stream,
-		Subjects: events.AllLifecycle(cfg.NATS.SubjectPrefix),
-		Create:   a.emb != nil || cfg.NATS.AutoCreateStream,
-		Replicas: cfg.NATS.StreamReplicas,
-		Owned:    a.emb != nil,
+		Name:       cfg.NATS.Stream,
+		Subjects:   events.AllLifecycle(cfg.NATS.SubjectPrefix),
+		Create:     create,
+		Replicas:   cfg.NATS.StreamReplicas,
+		Owned:      owned,
+		MaxBytes:   cfg.NATS.StreamMaxBytes,
+		MaxAge:     cfg.NATS.StreamMaxAge,
+		Duplicates: cfg.NATS.DuplicateWindow,
+		Cluster:    cfg.NATS.StreamCluster,
+		Tags:       cfg.NATS.StreamTags,
 	}
 }
 

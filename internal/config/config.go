@@ -50,6 +50,14 @@ type NATS struct {
 	// CloudEventsMode is how events are published: "structured" (the whole
 	// event as JSON) or "binary" (ce- headers, the data as the payload).
 	CloudEventsMode string
+	// The size and placement of a stream the agent creates (1 GiB, 7 days
+	// and a 24 h duplicate window by default). An existing stream keeps its
+	// own.
+	StreamMaxBytes  int64
+	StreamMaxAge    time.Duration
+	DuplicateWindow time.Duration
+	StreamCluster   string
+	StreamTags      []string
 }
 
 // Target is one [[target]]: a remote SSH/SFTP server.
@@ -149,6 +157,9 @@ func Default() *Config {
 			StreamReplicas:  1,
 			PublishLogs:     true,
 			CloudEventsMode: "structured",
+			StreamMaxBytes:  1 << 30,
+			StreamMaxAge:    7 * 24 * time.Hour,
+			DuplicateWindow: 24 * time.Hour,
 		},
 	}
 }

@@ -342,6 +342,12 @@ target = "acm" #! watch.target: no [[target]] named "acm"; did you mean acme?
 path = "/srv/drop2"
 target = "zzzzz" #! watch.target: no [[target]] named "zzzzz" (targets: acme)
 `},
+		{"stream sizes", `
+[nats]
+stream_max_bytes = "lots" #! nats.stream_max_bytes: "lots" is not a size
+duplicate_window = "30s" #! nats.duplicate_window: 30s is shorter than JetStream's default of 2m
+stream_max_age = "7d" #! nats.stream_max_age: "7d" is not a duration
+`},
 		{"fan-out targets", target + `
 [[watch]]
 path = "/srv/drop"
@@ -480,7 +486,7 @@ path = "drop/acme"
 target = "acme"
 `)
 	def := Default()
-	if !reflect.DeepEqual(cfg.Agent, def.Agent) || cfg.NATS != def.NATS {
+	if !reflect.DeepEqual(cfg.Agent, def.Agent) || !reflect.DeepEqual(cfg.NATS, def.NATS) {
 		t.Errorf("agent/nats defaults:\n got %+v %+v\nwant %+v %+v", cfg.Agent, cfg.NATS, def.Agent, def.NATS)
 	}
 	wantTarget := Target{
@@ -657,7 +663,7 @@ func TestExampleParses(t *testing.T) {
 		}
 	}
 	def := Default()
-	if cfg.Agent != def.Agent || cfg.NATS != def.NATS {
+	if cfg.Agent != def.Agent || !reflect.DeepEqual(cfg.NATS, def.NATS) {
 		t.Errorf("example [agent]/[nats] differ from Default():\n got %+v %+v\nwant %+v %+v", cfg.Agent, cfg.NATS, def.Agent, def.NATS)
 	}
 	tg := cfg.Targets[0]

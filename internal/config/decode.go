@@ -727,6 +727,22 @@ func (t *table) nats(n *NATS) {
 	}
 	t.boolean("publish_logs", &n.PublishLogs)
 	t.oneOf("cloudevents_mode", &n.CloudEventsMode, "structured", "binary")
+	var size string
+	if t.str("stream_max_bytes", &size) {
+		v, err := ParseSize(size)
+		if t.check("stream_max_bytes", err) && v < 1<<20 {
+			t.problem("stream_max_bytes", fmt.Sprintf("%q is less than 1 MiB, too small to hold a day of events; give at least \"100MiB\"", size))
+		}
+		n.StreamMaxBytes = v
+	}
+	t.duration("stream_max_age", &n.StreamMaxAge, true)
+	if t.duration("duplicate_window", &n.DuplicateWindow, true) && n.DuplicateWindow < 2*time.Minute {
+		t.problem("duplicate_window", fmt.Sprintf("%s is shorter than JetStream's default of 2m; events republished after an outage would be stored twice: give at least \"1h\", better \"24h\"", n.DuplicateWindow))
+	}
+	t.str("stream_cluster", &n.StreamCluster)
+	if t.stringList("stream_tags", &n.StreamTags, func(string) error { return nil }) && len(n.StreamTags) == 0 {
+		n.StreamTags = nil
+	}
 }
 
 func (t *table) target(tg *Target) {

@@ -136,3 +136,18 @@ func (w Window) NextOpen(t time.Time) time.Time {
 	}
 	return best
 }
+
+// ParseSize reads a size such as "1GiB", "500MB" or "1048576" (bytes).
+func ParseSize(s string) (int64, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := s, "B"
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	mult, ok := bandwidthUnits[unit]
+	n, err := strconv.ParseFloat(num, 64)
+	if !ok || err != nil || n <= 0 || n*float64(mult) > 1<<60 {
+		return 0, fmt.Errorf("%q is not a size; write it like \"1GiB\" or \"500MB\" (units B, KB, MB, GB, KiB, MiB, GiB)", s)
+	}
+	return int64(n * float64(mult)), nil
+}

@@ -337,6 +337,7 @@ func (c *Client) probeShell(ctx context.Context, m *master, p *connProto) {
 	}
 	proc.closeStdin()
 	out, _ := io.ReadAll(io.LimitReader(proc.out, 4096))
+	_, _ = io.Copy(io.Discard, proc.out)
 	proc.wait()
 	lines := strings.Split(strings.TrimRight(string(out), "\r\n"), "\n")
 	last := strings.TrimRight(lines[len(lines)-1], "\r")
@@ -716,7 +717,7 @@ func (u *scpRun) send(i int, r *Result) (string, error) {
 	}
 	// EOF ends the remote scp; the rest of the command line renames.
 	proc.closeStdin()
-	_, _ = io.Copy(io.Discard, io.LimitReader(proc.out, 4096))
+	_, _ = io.Copy(io.Discard, proc.out)
 	proc.wait()
 	if proc.exit != 0 {
 		return "", proc.stepErr(&it, proc.exit, nil)
@@ -1044,7 +1045,7 @@ func (p *scpProc) ack() (string, error) {
 	if b == 0 {
 		return "", nil
 	}
-	line, err := p.out.ReadString('\n')
+	line, err := readLine(p.out, maxAnswer)
 	line = strings.TrimRight(line, "\r\n")
 	if b != 1 && b != 2 {
 		// Not the remote scp: text a shell printed first.
@@ -1057,6 +1058,26 @@ func (p *scpProc) ack() (string, error) {
 		line = "scp: error"
 	}
 	return line, nil
+}
+
+// maxAnswer bounds the message line of an answer of the remote scp (its own
+// are a path and an error text).
+const maxAnswer = 4096
+
+// readLine reads up to and including "\n", at most max bytes.
+func readLine(r *bufio.Reader, max int) (string, error) {
+	var b []byte
+	for len(b) < max {
+		c, err := r.ReadByte()
+		if err != nil {
+			return string(b), err
+		}
+		b = append(b, c)
+		if c == '\n' {
+			break
+		}
+	}
+	return string(b), nil
 }
 
 // closeStdin sends EOF to the remote command.

@@ -83,39 +83,73 @@ func (n *natsFlags) request(ctx context.Context, endpoint string, body, out any)
 		return err
 	}
 	defer nc.Close()
-	data, _ := json.Marshal(body)
 	subj := events.Subjects{Prefix: n.prefix, Agent: n.agent}.Control(endpoint)
+	err = ask(ctx, nc, n.agent, subj, body, out)
+	var na *noAnswer
+	if errors.As(err, &na) {
+		return fmt.Errorf("%w%s", err, n.otherAgents(ctx, nc))
+	}
+	return err
+}
+
+// noAnswer: no agent answers on the subject asked.
+type noAnswer struct{ agent, subj string }
+
+func (e *noAnswer) Error() string {
+	return fmt.Sprintf("no agent %q answers on %s: is it running, and are -agent and the subject prefix right?", e.agent, e.subj)
+}
+
+// serviceError is an error the agent's control service answered with.
+type serviceError struct {
+	agent, code, msg string
+}
+
+func (e *serviceError) Error() string { return fmt.Sprintf("agent %q: %s", e.agent, e.msg) }
+
+// ask sends body to the control endpoint subj of agent name and decodes
+// its answer into out. An agent that answers with an error gives a
+// *serviceError; no answer at all, a *noAnswer.
+func ask(ctx context.Context, nc *nats.Conn, name, subj string, body, out any) error {
+	data, _ := json.Marshal(body)
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	msg, err := nc.RequestWithContext(rctx, subj, data)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no agent %q answers on %s: is it running, and are -agent and the subject prefix right?", n.agent, subj)
+			return &noAnswer{agent: name, subj: subj}
 		}
-		return fmt.Errorf("ask agent %q: %w", n.agent, err)
+		return fmt.Errorf("ask agent %q: %w", name, err)
 	}
 	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return fmt.Errorf("agent %q: %s", n.agent, msg.Header.Get("Nats-Service-Error"))
+		return &serviceError{agent: name, code: code, msg: msg.Header.Get("Nats-Service-Error")}
 	}
 	if err := json.Unmarshal(msg.Data, out); err != nil {
-		return fmt.Errorf("agent %q sent an answer dropship cannot read: %w", n.agent, err)
+		return fmt.Errorf("agent %q sent an answer dropship cannot read: %w", name, err)
 	}
 	return nil
 }
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", "[-c FILE | -nats URL -agent NAME] [-json]", stderr)
+	fs := newFlags("status", "[-c FILE | -nats URL] [-agent NAME | -all] [-json]", stderr)
 	var n natsFlags
 	n.register(fs)
-	asJSON := fs.Bool("json", false, "print the agent's answer as JSON")
+	all := fs.Bool("all", false, "ask every agent on the NATS server (under the subject prefix) and list them all (also -agent '*')")
+	asJSON := fs.Bool("json", false, "print the agent's answer as JSON (with -all, a list of them)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("status takes no arguments, got %q", fs.Args())
 	}
-	if err := n.resolve(stderr, true); err != nil {
+	fleet, err := n.wantAll(*all)
+	if err != nil {
 		return err
+	}
+	if err := n.resolve(stderr, !fleet); err != nil {
+		return err
+	}
+	if fleet {
+		return fleetStatus(ctx, &n, stdout, *asJSON)
 	}
 	var st agent.Status
 	if err := n.request(ctx, events.ControlStatus, struct{}{}, &st); err != nil {
@@ -135,23 +169,13 @@ func printStatus(w io.Writer, st agent.Status) {
 	if !st.NATSConnected {
 		nats = "DISCONNECTED"
 	}
-	fmt.Fprintf(w, "agent %s (dropship %s), up %s, NATS %s, %s\n", st.Agent, st.Version, time.Since(st.StartedAt).Round(time.Second), nats, outboxSummary(st))
+	fmt.Fprintf(w, "agent %s on host %s (dropship %s), up %s, NATS %s, %s\n", st.Agent, orDash(st.Host), st.Version, time.Since(st.StartedAt).Round(time.Second), nats, outboxSummary(st))
 	printStream(w, st)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TARGET\tSTATE\tQUEUED\tRUNNING\tFAILED\tDETAIL")
 	for _, t := range st.Targets {
-		detail := ""
-		if t.State != "ok" {
-			detail = t.Class + ": " + t.Error
-			if t.NextProbe != nil {
-				detail += fmt.Sprintf(" (next try in %s)", time.Until(*t.NextProbe).Round(time.Second))
-			}
-		}
-		if t.WindowOpens != nil {
-			detail = strings.TrimPrefix(detail+"; ", "; ") + fmt.Sprintf("outside its window %s: opens %s", t.Window, t.WindowOpens.Local().Format("Mon 15:04"))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", t.Name, strings.ToUpper(t.State), t.Queued, t.Running, t.Failed, detail)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", t.Name, strings.ToUpper(t.State), t.Queued, t.Running, t.Failed, targetDetail(t))
 	}
 	tw.Flush()
 	if len(st.Watches) > 0 {
@@ -194,35 +218,40 @@ func printStatus(w io.Writer, st agent.Status) {
 }
 
 func retryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("retry", "[-c FILE | -nats URL -agent NAME] (ID | -failed)", stderr)
+	fs := newFlags("retry", "[-c FILE | -nats URL] [-agent NAME | -all] (ID | -failed)", stderr)
 	var n natsFlags
 	n.register(fs)
-	all := fs.Bool("failed", false, "send every failed file again")
+	failed := fs.Bool("failed", false, "send every failed file again (of the configuration's agent, -agent's, or with -all every agent's)")
+	all := fs.Bool("all", false, "ask every agent on the NATS server (under the subject prefix); an ID without -agent does so too (also -agent '*')")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	req := agent.RetryRequest{Failed: *all}
+	req := agent.RetryRequest{Failed: *failed}
 	switch {
-	case *all && fs.NArg() == 0:
-	case !*all && fs.NArg() == 1:
+	case *failed && fs.NArg() == 0:
+	case !*failed && fs.NArg() == 1:
 		req.ID = fs.Arg(0)
 	default:
 		fs.Usage()
 		return usagef("retry needs a transfer id (or the file's path), or -failed")
 	}
-	if err := n.resolve(stderr, true); err != nil {
+	fleet, err := n.wantAll(*all)
+	if err != nil {
 		return err
+	}
+	// The agent that owns a transfer id is found by asking them all,
+	// unless -agent names it.
+	fleet = fleet || (req.ID != "" && n.agent == "")
+	if err := n.resolve(stderr, !fleet); err != nil {
+		return err
+	}
+	if fleet {
+		return fleetRetry(ctx, &n, req, stdout, stderr)
 	}
 	var resp agent.RetryResponse
 	if err := n.request(ctx, events.ControlRetry, req, &resp); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%d file(s) queued again\n", resp.Requeued)
-	if resp.PostRetried > 0 {
-		fmt.Fprintf(stdout, "%d delivered file(s): archive, delete or move tried again (dropship status shows what still fails)\n", resp.PostRetried)
-	}
-	for _, w := range resp.Waiting {
-		fmt.Fprintf(stdout, "target %s: its login was refused (%s); it is tried again at %s, when its backoff allows, not sooner\n", w.Target, w.Class, w.Next.Local().Format(time.RFC3339))
-	}
+	printRetry(stdout, "", resp)
 	return nil
 }

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"time"
@@ -19,6 +21,7 @@ import (
 // service's status endpoint.
 type Status struct {
 	Agent         string         `json:"agent"`
+	Host          string         `json:"host"` // the agent's host name: it tells apart two agents with one name
 	Version       string         `json:"version"`
 	StartedAt     time.Time      `json:"started_at"`
 	NATSConnected bool           `json:"nats_connected"`
@@ -141,7 +144,8 @@ var semver = regexp.MustCompile(`^\d+\.\d+\.\d+`)
 // agent's name is running on the same NATS (a cloned machine keeps its host
 // name, the default name): two would share a control subject, and status and
 // retry requests would reach either. It returns the error that stops this
-// one, or nil when nobody answers (or NATS cannot be asked now).
+// one, naming both hosts, or nil when nobody answers (or NATS cannot be asked
+// now).
 func nameTaken(a *Agent) error {
 	if a.bus == nil || !a.bus.Connected() {
 		return nil
@@ -155,26 +159,61 @@ func nameTaken(a *Agent) error {
 	if json.Unmarshal(msg.Data, &other) != nil || other.Agent == "" {
 		return nil
 	}
-	return fmt.Errorf("another agent named %q already runs on this NATS (dropship %s, up since %s; it answers on %s): two agents with one name would share its subjects, and status and retry would reach either; set a name of its own in [agent] name (the default is the host name, which cloned machines share)",
-		other.Agent, other.Version, other.StartedAt.Local().Format(time.RFC3339), subj)
+	return fmt.Errorf("another agent named %q runs on host %s, on this NATS (dropship %s, up since %s; it answers on %s), and this one is on host %s: two agents with one name would share its subjects, and status and retry would reach either; set a name of its own in [agent] name (the default is the host name, which cloned machines share)",
+		other.Agent, hostOrUnknown(other.Host), other.Version, other.StartedAt.Local().Format(time.RFC3339), subj, hostOrUnknown(hostname()))
 }
+
+// hostname is the name of this machine, as Status.Host reports it.
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// hostOrUnknown quotes a host name for a message; an agent older than
+// Status.Host does not say its host.
+func hostOrUnknown(h string) string {
+	if h == "" {
+		return "(unknown: a dropship that does not report its host)"
+	}
+	return fmt.Sprintf("%q", h)
+}
+
+// The control service's metadata keys (micro.Info.Metadata): they let
+// [Discover], `nats micro info dropship` and `nats micro stats dropship -j`
+// name the agent behind each instance.
+const (
+	MetaAgent  = "agent"  // the agent's name, [agent] name
+	MetaHost   = "host"   // the host it runs on
+	MetaPrefix = "prefix" // its subject prefix
+)
+
+// ErrCodeNotMine is the retry endpoint's error code (the
+// Nats-Service-Error-Code header) for an id or path this agent has no failed
+// or waiting transfer for: another agent may own it.
+const ErrCodeNotMine = "404"
 
 func startControl(a *Agent) (*control, error) {
 	version := a.opts.Version
 	if !semver.MatchString(version) {
 		version = "0.0.0-" + regexp.MustCompile(`[^0-9A-Za-z-]`).ReplaceAllString(version, "-")
 	}
+	host := hostname()
 	svc, err := micro.AddService(a.bus.Conn(), micro.Config{
 		Name:        events.ServiceName,
 		Version:     version,
-		Description: "dropship agent " + a.subj.Agent,
-		Metadata:    map[string]string{"agent": a.subj.Agent},
+		Description: fmt.Sprintf("dropship agent %s on host %s", a.subj.Agent, host),
+		Metadata:    map[string]string{MetaAgent: a.subj.Agent, MetaHost: host, MetaPrefix: a.subj.Prefix},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start control service: %w", err)
 	}
 	respond := func(req micro.Request, v any, err error) {
-		if err != nil {
+		var nm notMine
+		switch {
+		case errors.As(err, &nm):
+			_ = req.Error(ErrCodeNotMine, err.Error(), nil)
+			return
+		case err != nil:
 			_ = req.Error("400", err.Error(), nil)
 			return
 		}
@@ -192,7 +231,7 @@ func startControl(a *Agent) (*control, error) {
 			}
 			resp := a.Retry(r)
 			if r.ID != "" && resp.Requeued == 0 && resp.PostRetried == 0 {
-				respond(req, nil, fmt.Errorf("no failed or waiting transfer with id or path %q", r.ID))
+				respond(req, nil, notMine{r.ID})
 				return
 			}
 			respond(req, resp, nil)
@@ -207,12 +246,21 @@ func startControl(a *Agent) (*control, error) {
 
 func (c *control) close() { _ = c.svc.Stop() }
 
+// notMine is the answer to a retry of an id or path this agent has no
+// failed or waiting transfer for.
+type notMine struct{ id string }
+
+func (e notMine) Error() string {
+	return fmt.Sprintf("no failed or waiting transfer with id or path %q", e.id)
+}
+
 // Status reports queues, running transfers, failing targets and the outbox.
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{
 		Agent:         a.subj.Agent,
+		Host:          hostname(),
 		Version:       a.opts.Version,
 		StartedAt:     a.startedAt,
 		NATSConnected: a.bus != nil && a.bus.Connected(),

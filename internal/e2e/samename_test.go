@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -8,8 +10,9 @@ import (
 
 // A second agent started with the name of a running one on the same NATS
 // (cloned machines share the default name, the host name) refuses to start
-// and says why and what to do, instead of sharing the control subject; the
-// first keeps running and answers status.
+// and says why, naming both hosts, and what to do, instead of sharing the
+// control subject; the first keeps running and answers status, with its
+// host.
 func TestSecondAgentWithTheSameNameRefusesToStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -30,7 +33,9 @@ func TestSecondAgentWithTheSameNameRefusesToStart(t *testing.T) {
 	if code := p.wait(30 * time.Second); code == 0 {
 		t.Fatalf("the second agent named %q exited 0:\n%s", agentName, p.logs())
 	}
-	for _, want := range []string{"another agent named", "[agent] name"} {
+	// Both run here, so both hosts are this one.
+	host, _ := os.Hostname()
+	for _, want := range []string{fmt.Sprintf("another agent named %q runs on host %q", agentName, host), fmt.Sprintf("this one is on host %q", host), "[agent] name"} {
 		if !strings.Contains(p.logs(), want) {
 			t.Errorf("the refusal does not say %q:\n%s", want, p.logs())
 		}
@@ -39,8 +44,8 @@ func TestSecondAgentWithTheSameNameRefusesToStart(t *testing.T) {
 		t.Fatal("the first agent stopped")
 	}
 	st := status(t, "-c", e.cfg)
-	if st.Agent != agentName {
-		t.Errorf("status answered by %q", st.Agent)
+	if st.Agent != agentName || st.Host != host {
+		t.Errorf("status answered by %q on host %q", st.Agent, st.Host)
 	}
 	_ = n
 }

@@ -14,8 +14,8 @@ _dropship() {
         check) flags="-c -connect"; files="-c"; dirs=""; values="-c"; args="" ;;
         send) flags="-c -target"; files="-c"; dirs=""; values="-c -target"; args="files" ;;
         events) flags="-agent -c -creds -json -nats -prefix -since -stream -target -type"; files="-c -creds"; dirs=""; values="-agent -c -creds -nats -prefix -since -stream -target -type"; args="" ;;
-        status) flags="-agent -c -creds -json -nats -prefix"; files="-c -creds"; dirs=""; values="-agent -c -creds -nats -prefix"; args="" ;;
-        retry) flags="-agent -c -creds -failed -nats -prefix"; files="-c -creds"; dirs=""; values="-agent -c -creds -nats -prefix"; args="" ;;
+        status) flags="-agent -all -c -creds -json -nats -prefix"; files="-c -creds"; dirs=""; values="-agent -c -creds -nats -prefix"; args="" ;;
+        retry) flags="-agent -all -c -creds -failed -nats -prefix"; files="-c -creds"; dirs=""; values="-agent -c -creds -nats -prefix"; args="" ;;
         hostkey) flags="-c -target"; files="-c"; dirs=""; values="-c -target"; args="" ;;
         version) flags=""; files=""; dirs=""; values=""; args="" ;;
         help) [ "$COMP_CWORD" -eq 2 ] && COMPREPLY=($(compgen -W "$commands" -- "$cur")); return ;;

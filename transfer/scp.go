@@ -1255,7 +1255,8 @@ func (p *scpProc) stepErr(it *Item, exit int, cause error) *Error {
 	case exitExists:
 		return &Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q already exists on the server and overwrite = false; it was not replaced", final), ExitCode: exit}
 	case exitIsDir:
-		return &Error{Class: ClassRemotePath, Message: fmt.Sprintf("%q on the server is a folder; nothing was sent", final), ExitCode: exit}
+		// This file's problem, not the target's.
+		return &Error{Class: ClassRemoteExists, Message: fmt.Sprintf("%q on the server is a folder; nothing was sent", final), ExitCode: exit}
 	case exitRename:
 		if c := errnoClass(said); c != ClassUnknown {
 			return e(c, "mv to %q failed on the server", final)
@@ -1307,7 +1308,10 @@ func errnoClass(msg string) Class {
 		return ClassRemoteFull
 	case strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Read-only file system") || strings.Contains(msg, "Operation not permitted"):
 		return ClassRemotePermission
-	case strings.Contains(msg, "No such file or directory") || strings.Contains(msg, "Not a directory") || strings.Contains(msg, "Is a directory") || strings.Contains(msg, "File exists"):
+	case strings.Contains(msg, "Is a directory"):
+		// A folder in the file's place: this file's problem.
+		return ClassRemoteExists
+	case strings.Contains(msg, "No such file or directory") || strings.Contains(msg, "Not a directory") || strings.Contains(msg, "File exists"):
 		return ClassRemotePath
 	}
 	return ClassUnknown

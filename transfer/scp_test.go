@@ -554,3 +554,40 @@ func TestSCPNoSCPProgram(t *testing.T) {
 	wantClass(t, res[0].Err, ClassRemoteConfig, "no scp program")
 	wantAbsent(t, filepath.Join(remote, "n.txt"))
 }
+
+// A folder where the file should go fails that file alone, with or without a
+// shell on the server.
+func TestSCPFolderInTheWay(t *testing.T) {
+	t.Parallel()
+	script := filepath.Join(t.TempDir(), "onlyscp")
+	if err := os.WriteFile(script, []byte(onlySCP), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, shell := scpTarget(t)
+	_, noShell := scpTarget(t, "ForceCommand "+script)
+	for _, tc := range []struct {
+		name   string
+		tg     Target
+		atomic bool
+	}{{"shell", shell, true}, {"no shell", noShell, false}} {
+		remote := t.TempDir()
+		if err := os.Mkdir(filepath.Join(remote, "taken"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := newClient(t, tc.tg, Options{Atomic: tc.atomic, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+		items := []Item{
+			localItem(t, "f1", "f", content("f", 10), remote, "taken"),
+			localItem(t, "f2", "g", content("g", 10), remote, "free.txt"),
+		}
+		res := upload(t, c, items, Observer{})
+		e := wantClass(t, res[0].Err, ClassRemoteExists)
+		if !strings.Contains(e.Message, "is a folder") && !strings.Contains(e.Message, "Is a directory") {
+			t.Errorf("%s: %v", tc.name, e)
+		}
+		wantDelivered(t, items[1:], res[1:])
+		if fi, err := os.Stat(filepath.Join(remote, "taken")); err != nil || !fi.IsDir() {
+			t.Errorf("%s: the folder in the way was touched: %v", tc.name, err)
+		}
+		wantNoTempFiles(t, remote)
+	}
+}

@@ -465,16 +465,16 @@ func TestSCPStallAndCancel(t *testing.T) {
 	_, tg := scpTarget(t, "ForceCommand "+script)
 	tg.StallTimeout = time.Second
 	remote := t.TempDir()
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	stalled := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
 	start := time.Now()
-	res := upload(t, c, []Item{localItem(t, "s1", "s", content("s", 10), remote, "s.txt")}, Observer{})
+	res := upload(t, stalled, []Item{localItem(t, "s1", "s", content("s", 10), remote, "s.txt")}, Observer{})
 	wantClass(t, res[0].Err, ClassStalled, "no answer from the server for 1s")
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("the stall took %s to be noticed", d)
 	}
 
 	tg.StallTimeout = time.Minute
-	c = newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan []Result, 1)
 	it := localItem(t, "s2", "s", content("s", 10), remote, "s.txt")
@@ -489,6 +489,10 @@ func TestSCPStallAndCancel(t *testing.T) {
 		t.Fatal("a canceled upload did not end")
 	}
 	wantAbsent(t, filepath.Join(remote, "s.txt"))
+	// Every ssh it started is gone once the clients are closed.
+	stalled.Close()
+	c.Close()
+	poll(t, 10*time.Second, "no ssh left", func() bool { return len(clientsFor(tg.Port)) == 0 })
 }
 
 // A connection lost mid-file is lost-connection (retryable), and nothing is

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -207,26 +208,30 @@ func joinStates[S ~string](states []S) string {
 
 // CheckToken reports whether name can be one token of a subject (an agent or
 // target name): not empty, and free of '.', '*', '>', whitespace and control
-// characters.
+// characters. The config checker uses it (and CheckTarget, CheckPrefix), so
+// that the rule is written once; its messages are for the operator, after
+// the key they concern.
 func CheckToken(name string) error {
-	if name == "" {
-		return fmt.Errorf("empty name: it is a NATS subject token")
-	}
-	for _, r := range name {
-		if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
-			return fmt.Errorf("name %q contains %q: a NATS subject token cannot contain '.', '*', '>', spaces or control characters", name, r)
-		}
+	switch {
+	case name == "":
+		return errors.New("must not be empty")
+	case strings.IndexFunc(name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return fmt.Errorf("%q must not contain whitespace or control characters: it is used as a NATS subject token", name)
+	case strings.ContainsAny(name, ".*>"):
+		return fmt.Errorf(`%q must not contain ".", "*" or ">": it is used as a NATS subject token`, name)
 	}
 	return nil
 }
 
-// CheckTarget is [CheckToken] plus the reserved names "agent" and "ctl".
+// CheckTarget is [CheckToken] plus the reserved names "agent" and "ctl",
+// which take a target name's place in dropship's own subjects
+// (<prefix>.<agent>.agent.<state>, <prefix>.<agent>.ctl.*).
 func CheckTarget(name string) error {
 	if err := CheckToken(name); err != nil {
 		return err
 	}
 	if name == tokenAgent || name == tokenControl {
-		return fmt.Errorf("target name %q is reserved: it would collide with dropship's own subjects; pick another name", name)
+		return fmt.Errorf("%q is reserved for dropship's own NATS subjects; choose another name", name)
 	}
 	return nil
 }
@@ -235,11 +240,14 @@ func CheckTarget(name string) error {
 // tokens joined by '.', each valid for [CheckToken].
 func CheckPrefix(prefix string) error {
 	if prefix == "" {
-		return fmt.Errorf("empty subject prefix")
+		return errors.New("must not be empty")
 	}
 	for tok := range strings.SplitSeq(prefix, ".") {
+		if tok == "" {
+			return fmt.Errorf(`%q has an empty token: separate tokens with a single "." and do not start or end with one`, prefix)
+		}
 		if err := CheckToken(tok); err != nil {
-			return fmt.Errorf("subject prefix %q: %w", prefix, err)
+			return fmt.Errorf("%q: a token %w", prefix, err)
 		}
 	}
 	return nil

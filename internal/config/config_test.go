@@ -185,7 +185,7 @@ url = "nats://127.0.0.1:4222,,nats://127.0.0.1:4223" #! nats.url: has an empty U
 `},
 		{"subject prefix wildcard", `
 [nats]
-subject_prefix = "a.>" #! nats.subject_prefix: must not contain whitespace, "*" or ">"
+subject_prefix = "a.>" #! nats.subject_prefix: "a.>": a token ">" must not contain ".", "*" or ">"
 `},
 		{"credential without name", `
 [nats]

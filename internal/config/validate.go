@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/dropship/dropship/events"
 	"net"
 	"net/url"
 	"path"
@@ -19,48 +20,12 @@ func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsCont
 
 // checkToken accepts a NATS subject token: not empty, no whitespace, no
 // ".", "*" or ">".
-func checkToken(s string) error {
-	switch {
-	case s == "":
-		return errors.New("must not be empty")
-	case strings.IndexFunc(s, isSpaceOrControl) >= 0:
-		return fmt.Errorf("%q must not contain whitespace or control characters", s)
-	case strings.ContainsAny(s, ".*>"):
-		return fmt.Errorf(`%q must not contain ".", "*" or ">": it is used as a NATS subject token`, s)
-	}
-	return nil
-}
-
-// reservedTargetNames are subject tokens dropship uses in the place of a
-// target name: <prefix>.<agent>.agent.<state> and <prefix>.<agent>.ctl.*.
-var reservedTargetNames = []string{"agent", "ctl"}
-
-func checkTargetName(s string) error {
-	if err := checkToken(s); err != nil {
-		return err
-	}
-	for _, r := range reservedTargetNames {
-		if s == r {
-			return fmt.Errorf("%q is reserved for dropship's own NATS subjects; choose another name", s)
-		}
-	}
-	return nil
-}
-
-func checkSubjectPrefix(s string) error {
-	if s == "" {
-		return errors.New("must not be empty")
-	}
-	for _, tok := range strings.Split(s, ".") {
-		if tok == "" {
-			return fmt.Errorf(`%q has an empty token: separate tokens with a single "." and do not start or end with one`, s)
-		}
-		if strings.IndexFunc(tok, isSpaceOrControl) >= 0 || strings.ContainsAny(tok, "*>") {
-			return fmt.Errorf(`%q must not contain whitespace, "*" or ">"`, s)
-		}
-	}
-	return nil
-}
+// The subject-token rules are the events package's: one place.
+var (
+	checkToken         = events.CheckToken
+	checkTargetName    = events.CheckTarget
+	checkSubjectPrefix = events.CheckPrefix
+)
 
 func checkStream(s string) error {
 	switch {

@@ -27,7 +27,11 @@ import (
 // session and several sessions at once. It does not run the scp program
 // locally: the file's bytes are read once, from the checked descriptor (with
 // pread), hashed and written in the same pass, exactly as over SFTP; progress
-// counts the bytes handed to ssh and the stall watchdog watches them.
+// counts the bytes handed to ssh and the stall watchdog watches them. (Driving
+// `scp -O` instead would need the checked descriptor passed as /dev/fd/3,
+// and a second read of the file for its sha256.) A file that changed while it
+// was sent is refused at the end with a fatal answer of our own ("\x02…"): the
+// remote scp exits, and the command line removes what it wrote.
 //
 // What a session says, per file (every line ends in "\n"; each answer from
 // the remote scp is one byte, 0 for ok, or 1 (error) or 2 (fatal) followed by

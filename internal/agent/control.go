@@ -180,7 +180,8 @@ func hostOrUnknown(h string) string {
 
 // The control service's metadata keys (micro.Info.Metadata): they let
 // [Discover], `nats micro info dropship` and `nats micro stats dropship -j`
-// name the agent behind each instance.
+// name the agent behind each instance. (Its endpoints' queue group is the
+// agent's name too, which the table of `nats micro stats` shows.)
 const (
 	MetaAgent  = "agent"  // the agent's name, [agent] name
 	MetaHost   = "host"   // the host it runs on
@@ -203,6 +204,9 @@ func startControl(a *Agent) (*control, error) {
 		Version:     version,
 		Description: fmt.Sprintf("dropship agent %s on host %s", a.subj.Agent, host),
 		Metadata:    map[string]string{MetaAgent: a.subj.Agent, MetaHost: host, MetaPrefix: a.subj.Prefix},
+		// The instances answering for one name are one queue group, named
+		// after it: `nats micro stats dropship` shows it per endpoint.
+		QueueGroup: a.subj.Agent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start control service: %w", err)

@@ -2,12 +2,16 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/dropship/dropship/events"
 	"github.com/dropship/dropship/internal/agent"
@@ -105,6 +109,21 @@ func TestFleetStatusAndRetry(t *testing.T) {
 		}
 	}
 
+	// What `nats micro stats dropship` shows: each instance names its agent
+	// and host in its metadata, and its endpoints' queue group is the name.
+	stats := microStats(t, n.url(), len(names))
+	for _, st := range stats {
+		name := st.Metadata[agent.MetaAgent]
+		if !slices.Contains(names, name) || st.Metadata[agent.MetaHost] != host || st.Metadata[agent.MetaPrefix] != prefix {
+			t.Errorf("$SRV.STATS.dropship: instance %s has the metadata %v", st.ID, st.Metadata)
+		}
+		for _, ep := range st.Endpoints {
+			if ep.QueueGroup != name {
+				t.Errorf("$SRV.STATS.dropship: agent %s: endpoint %s has the queue group %q, want the agent's name", name, ep.Name, ep.QueueGroup)
+			}
+		}
+	}
+
 	// A file fails for good on edge-a and on edge-b.
 	data := []byte("refused at first\n")
 	for _, m := range fleet[:2] {
@@ -159,6 +178,42 @@ func TestFleetStatusAndRetry(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "agent edge-c on host "+host) {
 		t.Errorf("status -agent edge-c: %s", r)
 	}
+}
+
+// microStats asks every dropship control service for its statistics, as
+// `nats micro stats dropship` does, until want instances answer.
+func microStats(t *testing.T, url string, want int) []micro.Stats {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var got []micro.Stats
+	eventually(t, 10*time.Second, fmt.Sprintf("%d instances answering $SRV.STATS.dropship", want), func() bool {
+		got = nil
+		sub, err := nc.SubscribeSync(nc.NewRespInbox())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		if err := nc.PublishRequest("$SRV.STATS."+events.ServiceName, sub.Subject, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Answers are gathered until none came for half a second.
+		for {
+			m, err := sub.NextMsg(500 * time.Millisecond)
+			if err != nil {
+				break
+			}
+			var st micro.Stats
+			if json.Unmarshal(m.Data, &st) == nil && st.Type == micro.StatsResponseType {
+				got = append(got, st)
+			}
+		}
+		return len(got) == want
+	})
+	return got
 }
 
 // TestFleetUsage: -agent takes a name, -all every agent; a pattern is not a

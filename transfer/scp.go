@@ -1238,6 +1238,22 @@ func (p *scpProc) stepErr(it *Item, exit int, cause error) *Error {
 		return own
 	}
 	said := lastLines(lines, 2)
+	if e := stepClass(exit, it, said); e != nil {
+		return e
+	}
+	if exit == 255 || exit < 0 {
+		return p.failureOr(ClassLostConnection, "the session ended: "+said)
+	}
+	if e := p.failureOr(ClassUnknown, ""); e.Class != ClassUnknown {
+		return e
+	}
+	return &Error{Class: ClassUnknown, Message: fmt.Sprintf("the remote scp command exited with status %d (the server said: %s)", exit, said), ExitCode: exit}
+}
+
+// stepClass is the failure of the step of a command line that exited with
+// exit (for file it, nil for none), or nil when exit names no step; said is
+// what the server printed.
+func stepClass(exit int, it *Item, said string) *Error {
 	final, rd := "", ""
 	if it != nil {
 		final, rd = it.RemotePath(), it.RemoteDir
@@ -1273,13 +1289,7 @@ func (p *scpProc) stepErr(it *Item, exit int, cause error) *Error {
 			return e(ClassRemoteConfig, "the server has no scp program for the legacy scp protocol (install scp there, or use a server with SFTP)")
 		}
 	}
-	if exit == 255 || exit < 0 {
-		return p.failureOr(ClassLostConnection, "the session ended: "+said)
-	}
-	if e := p.failureOr(ClassUnknown, ""); e.Class != ClassUnknown {
-		return e
-	}
-	return e(ClassUnknown, "the remote scp command exited with status %d", exit)
+	return nil
 }
 
 // scpRefusal classifies a message of the remote scp ("scp: <path>: <error>")

@@ -45,8 +45,9 @@ func Discover(ctx context.Context, nc *nats.Conn, prefix string, timeout time.Du
 	if err != nil {
 		return nil, err
 	}
-	msgs := make(chan *nats.Msg, 256)
-	sub, err := nc.ChanSubscribe(nc.NewRespInbox(), msgs)
+	// A synchronous subscription: its pending limit (nats.go's default,
+	// 512Ki messages) holds the answers of a large fleet arriving at once.
+	sub, err := nc.SubscribeSync(nc.NewRespInbox())
 	if err != nil {
 		return nil, fmt.Errorf("discover agents: %w", err)
 	}
@@ -56,25 +57,20 @@ func Discover(ctx context.Context, nc *nats.Conn, prefix string, timeout time.Du
 	}
 	var out []Instance
 	seen := map[string]bool{}
-	wait := time.NewTimer(timeout)
-	defer wait.Stop()
-gather:
-	for {
-		select {
-		case <-ctx.Done():
+	for wait := timeout; ; wait = DiscoverQuiet {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
-		case <-wait.C:
-			break gather
-		case m := <-msgs:
-			if m.Header.Get("Status") == "503" {
-				break gather // no responders: no agent runs
-			}
-			wait.Reset(DiscoverQuiet)
-			in, ok := instanceOf(m.Data, prefix)
-			if ok && !seen[in.ID] {
-				seen[in.ID] = true
-				out = append(out, in)
-			}
+		}
+		if err != nil || m.Header.Get("Status") == "503" {
+			break // quiet for the window, or no responders: no agent runs
+		}
+		in, ok := instanceOf(m.Data, prefix)
+		if ok && !seen[in.ID] {
+			seen[in.ID] = true
+			out = append(out, in)
 		}
 	}
 	slices.SortFunc(out, func(x, y Instance) int {

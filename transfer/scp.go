@@ -516,20 +516,27 @@ func (c *Client) uploadSCP(ctx context.Context, items []Item, results []Result, 
 	for _, i := range todo {
 		run.meter = run.meter || items[i].Size >= meterThreshold
 	}
-	next := make(chan int)
+	units := run.scpUnits(todo)
+	next := make(chan []int)
 	var wg sync.WaitGroup
-	for range min(len(todo), cap(c.scpInit().sessions)) {
+	for range min(len(units), cap(c.scpInit().sessions)) {
 		wg.Go(func() {
-			for i := range next {
-				run.one(i)
+			for unit := range next {
+				run.batch(unit)
 			}
 		})
 	}
-	for _, i := range todo {
-		next <- i
+	for _, unit := range units {
+		next <- unit
 	}
 	close(next)
 	wg.Wait()
+	for _, i := range todo {
+		if r := &results[i]; r.Err == nil && r.SHA256 == "" {
+			// Never reported delivered without its rename's answer.
+			r.Err = &Error{Class: ClassUnknown, Message: "no outcome was recorded for this file", ExitCode: -1}
+		}
+	}
 	return results
 }
 

@@ -595,3 +595,35 @@ func TestSCPFolderInTheWay(t *testing.T) {
 		wantNoTempFiles(t, remote)
 	}
 }
+
+// In a batch of small files, one that changes after its bytes were read, or
+// shrinks while they are, fails alone; the others arrive, and nothing is left
+// under a temporary name. (Not parallel: it sets the batch hook.)
+func TestSCPBatchLocalChanges(t *testing.T) {
+	_, tg := scpTarget(t)
+	remote := t.TempDir()
+	var items []Item
+	for _, n := range []string{"a", "changed", "b", "shrunk", "c"} {
+		items = append(items, localItem(t, n, n, content(n, 5000), remote, "sub/"+n+".txt"))
+	}
+	testBatchHook = func(it Item, when string) {
+		switch {
+		case it.ID == "changed" && when == "after":
+			later := time.Now().Add(time.Hour)
+			_ = os.Chtimes(it.Local, later, later)
+		case it.ID == "shrunk" && when == "before":
+			_ = os.Truncate(it.Local, 10)
+		}
+	}
+	t.Cleanup(func() { testBatchHook = nil })
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
+	res := upload(t, c, items, Observer{})
+	wantClass(t, res[1].Err, ClassLocalChanged, "changed while it was being sent")
+	wantClass(t, res[3].Err, ClassLocalChanged, "shorter")
+	ok := []Item{items[0], items[2], items[4]}
+	wantDelivered(t, ok, []Result{res[0], res[2], res[4]})
+	wantSums(t, ok, []Result{res[0], res[2], res[4]})
+	wantAbsent(t, items[1].RemotePath())
+	wantAbsent(t, items[3].RemotePath())
+	poll(t, 10*time.Second, "no temporary files", func() bool { return len(tempFiles(t, remote)) == 0 })
+}

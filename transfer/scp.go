@@ -23,8 +23,9 @@ import (
 //
 // dropship speaks the sending side of the protocol itself, over an exec
 // session of the target's shared connection (`ssh … -- host 'scp -t -- …'`,
-// with the same never-prompting options as the SFTP sessions), one file per
-// session and several sessions at once. It does not run the scp program
+// with the same never-prompting options as the SFTP sessions), several
+// sessions at once: a file of its own per session, or small files in batches
+// (see scp_batch.go). It does not run the scp program
 // locally: the file's bytes are read once, from the checked descriptor (with
 // pread), hashed and written in the same pass, exactly as over SFTP; progress
 // counts the bytes handed to ssh and the stall watchdog watches them. (Driving

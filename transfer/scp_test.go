@@ -407,19 +407,32 @@ func TestSCPPreserve(t *testing.T) {
 	if err := os.Chmod(it.Local, 0o640); err != nil {
 		t.Fatal(err)
 	}
+	// A second small file in the same folder: with atomic, both go in
+	// one batch.
+	it2 := localItem(t, "p2", "p2", content("p2", 30), remote, "kept2.txt")
+	if err := os.Chtimes(it2.Local, when, when); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(it2.Local, 0o640); err != nil {
+		t.Fatal(err)
+	}
 	for _, atomic := range []bool{true, false} {
 		c := newClient(t, tg, Options{Atomic: atomic, Overwrite: true, Preserve: true, Protocol: ProtocolSCP, ControlDir: controlDir(t)})
-		res := upload(t, c, []Item{it}, Observer{})
-		wantDelivered(t, []Item{it}, res)
-		fi, err := os.Stat(it.RemotePath())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !fi.ModTime().Equal(when) || fi.Mode().Perm() != 0o640 {
-			t.Errorf("atomic %v: remote mtime %s mode %v, want %s 0640", atomic, fi.ModTime(), fi.Mode().Perm(), when)
-		}
-		if err := os.Remove(it.RemotePath()); err != nil {
-			t.Fatal(err)
+		for _, items := range [][]Item{{it}, {it, it2}} {
+			res := upload(t, c, items, Observer{})
+			wantDelivered(t, items, res)
+			for _, x := range items {
+				fi, err := os.Stat(x.RemotePath())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !fi.ModTime().Equal(when) || fi.Mode().Perm() != 0o640 {
+					t.Errorf("atomic %v, %d files: remote mtime %s mode %v, want %s 0640", atomic, len(items), fi.ModTime(), fi.Mode().Perm(), when)
+				}
+				if err := os.Remove(x.RemotePath()); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
 	}
 }

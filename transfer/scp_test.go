@@ -243,6 +243,11 @@ func TestSCPRemoteErrors(t *testing.T) {
 	res := upload(t, c, []Item{localItem(t, "m1", "m", content("m", 10), missing, "m.txt")}, Observer{})
 	wantClass(t, res[0].Err, ClassRemotePath, missing)
 	wantAbsent(t, missing)
+	// A batch of them too.
+	res = upload(t, c, []Item{localItem(t, "m2", "m2", content("m", 10), missing, "a/m.txt"), localItem(t, "m3", "m3", content("m", 10), missing, "a/n.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassRemotePath, missing)
+	wantClass(t, res[1].Err, ClassRemotePath, missing)
+	wantAbsent(t, missing)
 
 	// A folder the account may not write: as root, sysfs refuses new
 	// files whatever the mode.
@@ -255,6 +260,9 @@ func TestSCPRemoteErrors(t *testing.T) {
 	}
 	res = upload(t, c, []Item{localItem(t, "p1", "p", content("p", 10), denied, "p.txt")}, Observer{})
 	wantClass(t, res[0].Err, ClassRemotePermission, "Permission denied")
+	res = upload(t, c, []Item{localItem(t, "p2", "p2", content("p", 10), denied, "p.txt"), localItem(t, "p3", "p3", content("p", 10), denied, "q.txt")}, Observer{})
+	wantClass(t, res[0].Err, ClassRemotePermission, "Permission denied")
+	wantClass(t, res[1].Err, ClassRemotePermission)
 	if err := c.Check(ctx, t.TempDir()); err != nil {
 		t.Errorf("Check of a good folder: %v", err)
 	}

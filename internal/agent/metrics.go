@@ -94,11 +94,13 @@ func (m *metrics) listen(addr string) error {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", m.readyz)
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	m.done = make(chan struct{})
+	// The server goroutine has its own copies: a reload's relisten
+	// replaces m.srv and m.done while it runs.
+	srv, done := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, make(chan struct{})
+	m.srv, m.done = srv, done
 	go func() {
-		defer close(m.done)
-		if err := m.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			m.a.logger.Error("metrics server stopped", "err", err)
 		}
 	}()

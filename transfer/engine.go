@@ -727,17 +727,24 @@ func (u *uploadRun) unstripe(lanes []lane) {
 	wg.Wait()
 }
 
-// progress returns the function that reports item it's acknowledged bytes:
-// at most every progressEvery, and once at the end. Only in a batch with a
-// file of meterThreshold or more: a batch of small files is done before a
-// report would be read.
+// progress returns the function that reports item it's acknowledged bytes
+// (see progressReporter).
 func (u *uploadRun) progress(it Item, start time.Time) func(acked int64, final bool) {
-	if u.obs.Progress == nil || !u.meter {
+	return progressReporter(it, start, u.obs.Progress, u.meter, &u.obsMu)
+}
+
+// progressReporter returns the function that reports it's bytes (as the
+// engine counts them: acknowledged for SFTP, handed to ssh for scp) to
+// report: at most every progressEvery, and once at the end. Only in a batch
+// with a file of meterThreshold or more (meter): a batch of small files is
+// done before a report would be read. obsMu serializes the observer calls.
+func progressReporter(it Item, start time.Time, report func(string, Progress), meter bool, obsMu *sync.Mutex) func(n int64, final bool) {
+	if report == nil || !meter {
 		return func(int64, bool) {}
 	}
 	var mu sync.Mutex
 	var last time.Time
-	return func(acked int64, final bool) {
+	return func(n int64, final bool) {
 		mu.Lock()
 		now := time.Now()
 		if !final && now.Sub(last) < progressEvery {
@@ -746,19 +753,19 @@ func (u *uploadRun) progress(it Item, start time.Time) func(acked int64, final b
 		}
 		last = now
 		mu.Unlock()
-		p := Progress{Bytes: acked, Final: final}
+		p := Progress{Bytes: n, Final: final}
 		if it.Size > 0 {
-			p.Percent = int(acked * 100 / it.Size)
+			p.Percent = int(n * 100 / it.Size)
 		}
 		if el := now.Sub(start).Seconds(); el > 0 {
-			p.BytesPerSecond = float64(acked) / el
+			p.BytesPerSecond = float64(n) / el
 			if rate := p.BytesPerSecond; rate > 0 && !final {
-				p.ETA = time.Duration(float64(it.Size-acked) / rate * float64(time.Second))
+				p.ETA = time.Duration(float64(it.Size-n) / rate * float64(time.Second))
 			}
 		}
-		u.obsMu.Lock()
-		u.obs.Progress(it.ID, p)
-		u.obsMu.Unlock()
+		obsMu.Lock()
+		report(it.ID, p)
+		obsMu.Unlock()
 	}
 }
 

@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,26 +19,9 @@ import (
 // the server holds under the temporary name when that is a prefix of the
 // same version of the local file, and never otherwise.
 
-// logBuffer is a logger whose lines a test can read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// bufferLogger is a debug logger writing into buf.
+func bufferLogger(buf *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // reopen is it with a descriptor of its file opened anew, as the agent's
@@ -68,7 +49,7 @@ func sumOf(b []byte) string {
 // interrupted uploads it to a built-in server that drops the connection
 // once one of the striped sessions wrote nearly its share (a quarter of the
 // file), and checks the failure left the temporary file and a checkpoint.
-func interrupted(t *testing.T, srv *sftpd.Server, c *Client, it Item, resumeDir string, logs *logBuffer) {
+func interrupted(t *testing.T, srv *sftpd.Server, c *Client, it Item, resumeDir string, logs *syncBuffer) {
 	t.Helper()
 	srv.SetFaults(sftpd.Faults{DisconnectAfter: it.Size/stripeWidth - 2*chunkSize})
 	res := upload(t, c, []Item{it}, Observer{})
@@ -82,13 +63,13 @@ func interrupted(t *testing.T, srv *sftpd.Server, c *Client, it Item, resumeDir 
 	}
 }
 
-func resumeClient(t *testing.T, q sftpd.Quirks) (*sftpd.Server, *Client, string, *logBuffer) {
+func resumeClient(t *testing.T, q sftpd.Quirks) (*sftpd.Server, *Client, string, *syncBuffer) {
 	t.Helper()
 	srv, tg := quirkServer(t, q, sftpd.Faults{})
 	tg.Connections = 1
 	resumeDir := t.TempDir()
-	logs := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), ResumeDir: resumeDir, Logger: logs.logger()})
+	logs := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), ResumeDir: resumeDir, Logger: bufferLogger(logs)})
 	return srv, c, resumeDir, logs
 }
 
@@ -223,8 +204,8 @@ func TestResumeOnRealSSHD(t *testing.T) {
 	_, tg := startSSHD(t, sshdtest.Options{})
 	tg.Connections = 1
 	resumeDir := t.TempDir()
-	logs := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), ResumeDir: resumeDir, Logger: logs.logger()})
+	logs := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), ResumeDir: resumeDir, Logger: bufferLogger(logs)})
 	data := content("sshd", 160<<20)
 	remote := t.TempDir()
 	it := localItem(t, "01sshd", "big.bin", data, remote, "big.bin")

@@ -793,34 +793,10 @@ func (u *scpRun) line(id, line string) {
 	}
 }
 
-// progress returns the function that reports the bytes of it handed to ssh:
-// at most every progressEvery, and once at the end, in a batch with a file of
-// meterThreshold or more.
+// progress returns the function that reports the bytes of it handed to ssh
+// (see progressReporter).
 func (u *scpRun) progress(it Item, start time.Time) func(sent int64, final bool) {
-	if u.obs.Progress == nil || !u.meter {
-		return func(int64, bool) {}
-	}
-	var last time.Time
-	return func(sent int64, final bool) {
-		now := time.Now()
-		if !final && now.Sub(last) < progressEvery {
-			return
-		}
-		last = now
-		p := Progress{Bytes: sent, Final: final}
-		if it.Size > 0 {
-			p.Percent = int(sent * 100 / it.Size)
-		}
-		if el := now.Sub(start).Seconds(); el > 0 {
-			p.BytesPerSecond = float64(sent) / el
-			if rate := p.BytesPerSecond; rate > 0 && !final {
-				p.ETA = time.Duration(float64(it.Size-sent) / rate * float64(time.Second))
-			}
-		}
-		u.obsMu.Lock()
-		u.obs.Progress(it.ID, p)
-		u.obsMu.Unlock()
-	}
+	return progressReporter(it, start, u.obs.Progress, u.meter, &u.obsMu)
 }
 
 // scpPlan is how a file is delivered over scp.

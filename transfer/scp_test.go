@@ -127,8 +127,8 @@ func TestSCPDeliveryRealSSHD(t *testing.T) {
 		localItem(t, "sub3", "s3", content("s3", 0), remote, "a/b/empty"),
 		localItem(t, "big", "big", content("big", 3<<20+17), remote, "a/big.bin"),
 	)
-	lb := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t), Logger: lb.logger()})
+	lb := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t), Logger: bufferLogger(lb)})
 	rec := &recorder{}
 	res := upload(t, c, items, rec.observer())
 	wantDelivered(t, items, res)
@@ -158,8 +158,8 @@ func TestSCPAutoChoosesSCPWithoutSubsystem(t *testing.T) {
 	t.Parallel()
 	_, tg := scpTarget(t)
 	remote := t.TempDir()
-	lb := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolAuto, ControlDir: controlDir(t), Logger: lb.logger()})
+	lb := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolAuto, ControlDir: controlDir(t), Logger: bufferLogger(lb)})
 	ctx, cancel := context.WithTimeout(context.Background(), uploadDeadline)
 	defer cancel()
 	if err := c.Check(ctx, remote); err != nil {
@@ -185,8 +185,8 @@ func TestSCPAutoKeepsSFTPWhereOffered(t *testing.T) {
 	t.Parallel()
 	_, tg := startSSHD(t, sshdtest.Options{})
 	remote := t.TempDir()
-	lb := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), Logger: lb.logger()})
+	lb := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t), Logger: bufferLogger(lb)})
 	items := []Item{localItem(t, "a1", "a", content("a", 1000), remote, "a.txt")}
 	res := upload(t, c, items, Observer{})
 	wantDelivered(t, items, res)
@@ -456,8 +456,8 @@ func TestSCPManyFilesFewSessions(t *testing.T) {
 	for i := range 40 {
 		items = append(items, localItem(t, fmt.Sprintf("m%02d", i), fmt.Sprintf("f%d", i), content(fmt.Sprint(i), 500+i), remote, fmt.Sprintf("d%d/f%02d.txt", i%3, i)))
 	}
-	lb := &logBuffer{}
-	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t), Logger: lb.logger()})
+	lb := &syncBuffer{}
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, Protocol: ProtocolSCP, ControlDir: controlDir(t), Logger: bufferLogger(lb)})
 	res := upload(t, c, items, Observer{})
 	wantDelivered(t, items, res)
 	wantSums(t, items, res)

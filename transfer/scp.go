@@ -965,48 +965,21 @@ func (c *Client) scpExec(ctx context.Context, m *master, cmdline string, onLine 
 	return p, nil
 }
 
-// supervise reads ssh's stderr and reaps ssh; once ssh has exited its stderr
-// is read for at most stderrDrain more.
+// supervise reads ssh's stderr and reaps ssh (see reapSSH).
 func (p *scpProc) supervise(stderr *os.File, scrub *scrubber, onLine func(string)) {
 	defer close(p.done)
-	defer stderr.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- p.cmd.Wait() }()
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 4096), 64<<10)
-		for sc.Scan() {
-			l := scrub.scrub(strings.TrimRight(sc.Text(), "\r"))
-			if l == "" {
-				continue
-			}
-			p.touch()
-			p.mu.Lock()
-			if len(p.lines) == recentLines {
-				copy(p.lines, p.lines[1:])
-				p.lines = p.lines[:recentLines-1]
-			}
-			p.lines = append(p.lines, l)
-			p.mu.Unlock()
-			if onLine != nil {
-				onLine(l)
-			}
+	code := reapSSH(p.cmd, stderr, scrub, func(l string) {
+		p.touch()
+		p.mu.Lock()
+		p.lines = appendRecent(p.lines, l)
+		p.mu.Unlock()
+		if onLine != nil {
+			onLine(l)
 		}
-	}()
-	var err error
-	select {
-	case err = <-exited:
-		_ = stderr.SetReadDeadline(time.Now().Add(stderrDrain))
-		<-read
-	case <-read:
-		err = <-exited
-	}
+	})
 	p.mu.Lock()
-	p.exit = exitCode(err)
+	p.exit = code
 	p.mu.Unlock()
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	// The master may hold the other end of stdout for a while yet.
 	_ = p.stdout.SetReadDeadline(time.Now().Add(stderrDrain))
 }

@@ -410,11 +410,7 @@ func (s *session) line(l string) {
 		s.established()
 	}
 	l = s.spec.scrub.scrub(l)
-	if len(s.recent) == recentLines {
-		copy(s.recent, s.recent[1:])
-		s.recent = s.recent[:recentLines-1]
-	}
-	s.recent = append(s.recent, l)
+	s.recent = appendRecent(s.recent, l)
 	if s.spec.onLine != nil {
 		s.spec.onLine(l)
 	}

@@ -158,18 +158,48 @@ func dialSFTP(ctx context.Context, c *Client, sock string, onLine func(string)) 
 	return s, nil
 }
 
-// supervise reads ssh's stderr until it ends and reaps ssh. Once ssh has
-// exited, what it wrote is read for at most stderrDrain more: the master may
-// hold the other end of the pipe open for as long as the channel lasts.
+// supervise reads ssh's stderr until it ends and reaps ssh (see reapSSH).
 func (s *sftpConn) supervise(stderr *os.File, scrub *scrubber, onLine func(string)) {
 	defer close(s.done)
+	code := reapSSH(s.cmd, stderr, scrub, func(l string) {
+		s.mu.Lock()
+		s.lines = appendRecent(s.lines, l)
+		s.mu.Unlock()
+		if f := s.sink.Load(); f != nil && *f != nil {
+			(*f)(l)
+		} else if onLine != nil {
+			onLine(l)
+		}
+	})
+	s.mu.Lock()
+	s.exit = code
+	cl := s.client
+	s.mu.Unlock()
+	if cl != nil {
+		_ = cl.Close()
+	}
+}
+
+// reapSSH waits for the ssh of a session through the shared connection to
+// exit, handing each line it prints on stderr, scrubbed, to line. Once ssh
+// has exited, what it wrote is read for at most stderrDrain more: the master
+// may hold the other end of the pipe open for as long as the channel lasts.
+// Whatever is left of its process group goes with it. It returns ssh's exit
+// code.
+func reapSSH(cmd *exec.Cmd, stderr *os.File, scrub *scrubber, line func(string)) int {
 	defer stderr.Close()
 	exited := make(chan error, 1)
-	go func() { exited <- s.cmd.Wait() }()
+	go func() { exited <- cmd.Wait() }()
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		s.readLines(stderr, scrub, onLine)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 4096), 64<<10)
+		for sc.Scan() {
+			if l := scrub.scrub(strings.TrimRight(sc.Text(), "\r")); l != "" {
+				line(l)
+			}
+		}
 	}()
 	var err error
 	select {
@@ -179,42 +209,17 @@ func (s *sftpConn) supervise(stderr *os.File, scrub *scrubber, onLine func(strin
 	case <-read:
 		err = <-exited
 	}
-	s.mu.Lock()
-	s.exit = exitCode(err)
-	s.mu.Unlock()
-	// Whatever is left of its group goes with it.
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	s.mu.Lock()
-	cl := s.client
-	s.mu.Unlock()
-	if cl != nil {
-		_ = cl.Close()
-	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	return exitCode(err)
 }
 
-// readLines records and passes on ssh's stderr lines until the pipe ends or
-// its read deadline passes.
-func (s *sftpConn) readLines(stderr io.Reader, scrub *scrubber, onLine func(string)) {
-	sc := bufio.NewScanner(stderr)
-	sc.Buffer(make([]byte, 4096), 64<<10)
-	for sc.Scan() {
-		l := scrub.scrub(strings.TrimRight(sc.Text(), "\r"))
-		if l == "" {
-			continue
-		}
-		s.mu.Lock()
-		if len(s.lines) == recentLines {
-			copy(s.lines, s.lines[1:])
-			s.lines = s.lines[:recentLines-1]
-		}
-		s.lines = append(s.lines, l)
-		s.mu.Unlock()
-		if f := s.sink.Load(); f != nil && *f != nil {
-			(*f)(l)
-		} else if onLine != nil {
-			onLine(l)
-		}
+// appendRecent appends l to the last recentLines lines.
+func appendRecent(lines []string, l string) []string {
+	if len(lines) == recentLines {
+		copy(lines, lines[1:])
+		lines = lines[:recentLines-1]
 	}
+	return append(lines, l)
 }
 
 // alive reports whether ssh is still running.

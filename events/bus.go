@@ -3,6 +3,8 @@ package events
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,6 +48,11 @@ const (
 	StreamMaxBytes = 1 << 30
 )
 
+// OutageReportEvery is how often, by default, the log says that NATS is
+// still unreachable: one WARN when the connection is lost, one when it is
+// back, and this summary in between rather than a line per attempt.
+const OutageReportEvery = 5 * time.Minute
+
 // ErrNotConnected is returned (wrapped) by the publish methods while the
 // connection to NATS is down.
 var ErrNotConnected = errors.New("not connected to NATS")
@@ -63,8 +70,17 @@ type ConnectOptions struct {
 	// URL of the server, or several separated by commas.
 	URL string
 	// CredentialsFile is a NATS .creds file (user JWT and seed), read by path
-	// on every (re)connect. The caller resolves credential:NAME.
+	// on every (re)connect. The caller resolves credential:NAME. It is the
+	// same as Auth.CredentialsFile.
 	CredentialsFile string
+	// Auth is how the connection logs in, and its TLS.
+	Auth Auth
+	// Waiting, if set, says how many events wait to be published (the
+	// outbox), for the log lines of an outage.
+	Waiting func() int
+	// OutageReport is how often a summary is logged while the server stays
+	// unreachable; 0 means every [OutageReportEvery].
+	OutageReport time.Duration
 	// Name is the connection name the server shows, e.g. "dropship edge-01".
 	Name string
 	// Logger receives connection state changes; nil discards them.
@@ -85,6 +101,17 @@ type Bus struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	onState func(bool)
+	waiting func() int
+
+	// The outage being lived through; touched by nats.go's callbacks.
+	outMu       sync.Mutex
+	downSince   time.Time // zero while connected
+	lastReport  time.Time
+	reportEvery time.Duration
+	seenErrs    map[string]bool // errors worth an ERROR, said once per outage
+	denied      map[string]bool // permission violations said since connecting
+	lastDenied  atomic.Pointer[PermissionDenied]
+	wasDown     atomic.Bool // an outage was logged: its end is logged too
 
 	disconnects atomic.Uint64
 	drops       atomic.Uint64
@@ -120,8 +147,22 @@ func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
 	b := &Bus{
 		log:     log.With(logKeyURL, redactURLs(opts.URL)),
 		onState: opts.OnStateChange,
+		waiting: opts.Waiting,
 		up:      make(chan struct{}),
 		closed:  make(chan struct{}),
+
+		reportEvery: cmp.Or(opts.OutageReport, OutageReportEvery),
+	}
+	auth := opts.Auth
+	if opts.CredentialsFile != "" {
+		if auth.CredentialsFile != "" && auth.CredentialsFile != opts.CredentialsFile {
+			return nil, errors.New("connect to NATS: two different credentials files")
+		}
+		auth.CredentialsFile = opts.CredentialsFile
+	}
+	authOpts, err := auth.options()
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS: %w", err)
 	}
 	nopts := []nats.Option{
 		nats.Name(opts.Name),
@@ -142,12 +183,10 @@ func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
 		nats.ClosedHandler(b.onClosed),
 		nats.ErrorHandler(b.onAsyncErr),
 	}
-	if opts.CredentialsFile != "" {
-		if err := checkCredentials(opts.CredentialsFile); err != nil {
-			return nil, err
-		}
-		nopts = append(nopts, nats.UserCredentials(opts.CredentialsFile))
-	}
+	nopts = append(nopts, authOpts...)
+	b.outMu.Lock()
+	b.downSince, b.lastReport = time.Now(), time.Now()
+	b.outMu.Unlock()
 	nc, err := nats.Connect(opts.URL, nopts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", redactURLs(opts.URL), err)
@@ -161,7 +200,8 @@ func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
 	}
 	b.nc, b.js = nc, js
 	if !nc.IsConnected() {
-		b.log.Warn("not connected to NATS yet; retrying in the background")
+		b.wasDown.Store(true)
+		b.log.Warn("not connected to NATS yet; retrying in the background", "err", cmp.Or(nc.LastError(), ErrNotConnected))
 	}
 	return b, nil
 }
@@ -183,8 +223,37 @@ func checkCredentials(path string) error {
 	return nil
 }
 
+// waitingCount is how many events wait, or -1 when nobody said.
+func (b *Bus) waitingCount() int {
+	if b.waiting == nil {
+		return -1
+	}
+	return b.waiting()
+}
+
+// The log of an outage: one WARN when the connection is lost (or not there
+// at start), one when it is back saying for how long it was down and how
+// many events waited, and in between a summary every reportEvery; a failed
+// attempt is a Debug line, unless its error is one an operator must fix
+// (authorization, TLS), which is an ERROR once per outage.
+
 func (b *Bus) onConnect(nc *nats.Conn) {
-	b.log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
+	b.outMu.Lock()
+	since := b.downSince
+	b.downSince, b.seenErrs, b.denied = time.Time{}, nil, nil
+	b.outMu.Unlock()
+	if since.IsZero() || !b.wasDown.Swap(false) {
+		// The first connection, made at once.
+		b.log.Info("connected to NATS", "server", nc.ConnectedUrlRedacted())
+	} else {
+		attrs := []any{"server", nc.ConnectedUrlRedacted(), "down_for", time.Since(since).Round(time.Second).String()}
+		msg := fmt.Sprintf("NATS is back after %s", roundDown(time.Since(since)))
+		if n := b.waitingCount(); n >= 0 {
+			msg += fmt.Sprintf("; %d events waited in the outbox", n)
+			attrs = append(attrs, "outbox", n)
+		}
+		b.log.Warn(msg, attrs...)
+	}
 	b.setUp(true)
 }
 
@@ -193,26 +262,97 @@ func (b *Bus) onDisconnect(_ *nats.Conn, err error) {
 		return
 	}
 	n := b.disconnects.Add(1)
-	b.log.Warn("disconnected from NATS; reconnecting", logKeyErr, err, logKeyCount, n)
+	b.outMu.Lock()
+	if b.downSince.IsZero() {
+		b.downSince, b.lastReport = time.Now(), time.Now()
+	}
+	b.outMu.Unlock()
+	attrs := []any{logKeyErr, err, logKeyCount, n}
+	if w := b.waitingCount(); w >= 0 {
+		attrs = append(attrs, "outbox", w)
+	}
+	b.wasDown.Store(true)
+	b.log.Warn("lost the connection to NATS; reconnecting in the background, events wait in the outbox", attrs...)
 	b.setUp(false)
 }
 
-// onReconnectErr logs failed reconnect attempts, at Warn when the reason
-// changes (e.g. an authorization error), at Debug when it repeats.
+// roundDown shows d in whole seconds (tenths under a second).
+func roundDown(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
+
+// maxSeenErrs bounds the distinct errors an outage logs at ERROR.
+const maxSeenErrs = 8
+
+// onReconnectErr logs a failed reconnect attempt at Debug, or at ERROR the
+// first time an error an operator must fix comes up in an outage, and the
+// outage's summary when it is due.
 func (b *Bus) onReconnectErr() nats.ConnErrHandler {
-	var last string // only touched from nats.go's callback goroutine
 	return func(_ *nats.Conn, err error) {
-		if err == nil {
+		if err == nil || b.closing.Load() {
 			return
 		}
-		msg := err.Error()
-		level := slog.LevelDebug
-		if msg != last {
-			level = slog.LevelWarn
-			last = msg
+		now := time.Now()
+		b.outMu.Lock()
+		if b.downSince.IsZero() {
+			b.downSince, b.lastReport = now, now
 		}
-		b.log.Log(context.Background(), level, "NATS reconnect attempt failed", logKeyErr, err)
+		since := b.downSince
+		b.wasDown.Store(true)
+		loud := false
+		if fix := needsFix(err); fix {
+			if b.seenErrs == nil {
+				b.seenErrs = map[string]bool{}
+			}
+			if msg := err.Error(); !b.seenErrs[msg] && len(b.seenErrs) < maxSeenErrs {
+				b.seenErrs[msg] = true
+				loud = true
+			}
+		}
+		report := now.Sub(b.lastReport) >= b.reportEvery
+		if report {
+			b.lastReport = now
+		}
+		b.outMu.Unlock()
+		if loud {
+			b.log.Error("NATS refuses the connection: check nats.url and the auth and TLS settings in [nats]", logKeyErr, err)
+		} else {
+			b.log.Debug("NATS reconnect attempt failed", logKeyErr, err)
+		}
+		if report {
+			attrs := []any{logKeyErr, err, "down_for", now.Sub(since).Round(time.Second).String()}
+			msg := fmt.Sprintf("NATS still unreachable for %s", roundDown(now.Sub(since)))
+			if n := b.waitingCount(); n >= 0 {
+				msg += fmt.Sprintf(", %d events waiting in the outbox", n)
+				attrs = append(attrs, "outbox", n)
+			}
+			b.log.Warn(msg, attrs...)
+		}
 	}
+}
+
+// needsFix reports whether a connection error is one that waiting does not
+// cure: the server refuses the login or the TLS handshake fails.
+func needsFix(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) ||
+		errors.Is(err, nats.ErrAccountAuthExpired) || errors.Is(err, nats.ErrTLS) || errors.Is(err, nats.ErrSecureConnRequired) || errors.Is(err, nats.ErrSecureConnWanted) {
+		return true
+	}
+	var (
+		unknownAuth x509.UnknownAuthorityError
+		hostname    x509.HostnameError
+		invalid     x509.CertificateInvalidError
+		verify      *tls.CertificateVerificationError
+		alert       tls.AlertError
+	)
+	if errors.As(err, &unknownAuth) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify) || errors.As(err, &alert) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "authorization") || strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:")
 }
 
 func (b *Bus) onClosed(*nats.Conn) {
@@ -222,6 +362,25 @@ func (b *Bus) onClosed(*nats.Conn) {
 }
 
 func (b *Bus) onAsyncErr(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if pd := AsPermissionDenied(err); pd != nil {
+		b.lastDenied.Store(pd)
+		b.outMu.Lock()
+		key := pd.Op + " " + pd.Subject
+		first := !b.denied[key] && len(b.denied) < 64
+		if first {
+			if b.denied == nil {
+				b.denied = map[string]bool{}
+			}
+			b.denied[key] = true
+		}
+		b.outMu.Unlock()
+		level := slog.LevelDebug
+		if first {
+			level = slog.LevelError
+		}
+		b.log.Log(context.Background(), level, pd.Error(), "op", pd.Op, "subject", pd.Subject)
+		return
+	}
 	if sub != nil {
 		b.log.Warn("NATS error", "subscription", sub.Subject, logKeyErr, err)
 		return
@@ -250,6 +409,10 @@ func (b *Bus) setUp(connected bool) {
 		b.onState(connected)
 	}
 }
+
+// PermissionDenied is the last permissions violation the server reported on
+// this connection, or nil.
+func (b *Bus) PermissionDenied() *PermissionDenied { return b.lastDenied.Load() }
 
 // Conn is the underlying connection, for subscribers and the control
 // service. Do not close it; close the Bus.
@@ -678,6 +841,9 @@ func redactURLs(s string) string {
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			p = "nats://" + p // as nats.go reads a URL without a scheme
+		}
 		if u, err := url.Parse(p); err == nil && u.User != nil {
 			if _, hasPass := u.User.Password(); hasPass {
 				p = u.Redacted()

@@ -25,33 +25,31 @@ const natsCheckTimeout = 10 * time.Second
 func checkNATS(ctx context.Context, cfg *config.Config, stdout io.Writer) bool {
 	url := agent.NATSURL(cfg)
 	embedded := cfg.NATS.URL == ""
-	creds := ""
-	if cfg.NATS.CredentialsFile != "" {
-		p, err := config.SecretPath(cfg.NATS.CredentialsFile)
-		if err != nil {
-			fmt.Fprintf(stdout, "nats: FAILED: nats.credentials_file: %v\n", err)
-			return false
-		}
-		creds = p
+	auth, err := agent.NATSAuth(cfg)
+	if err != nil {
+		fmt.Fprintf(stdout, "nats: FAILED: %v\n", err)
+		return false
 	}
 	opts := []nats.Option{nats.Name("dropship check"), nats.Timeout(5 * time.Second)}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
+	aopts, err := auth.Options()
+	if err != nil {
+		fmt.Fprintf(stdout, "nats: FAILED: %v\n", err)
+		return false
 	}
-	nc, err := nats.Connect(url, opts...)
+	nc, err := nats.Connect(url, append(opts, aopts...)...)
 	if err != nil {
 		if embedded {
 			fmt.Fprintf(stdout, "nats: ok: the embedded server (%s) runs inside the agent, which is not running; it creates its stream %s at start\n", url, cfg.NATS.Stream)
 			return true
 		}
-		fmt.Fprintf(stdout, "nats: FAILED: cannot connect to %s: %v\n  fix: check nats.url (and nats.credentials_file), and that the NATS server is up\n", url, err)
+		fmt.Fprintf(stdout, "nats: FAILED: cannot connect to %s: %v\n  fix: check nats.url (and the login and TLS keys of [nats]), and that the NATS server is up\n", url, err)
 		return false
 	}
 	nc.Close()
 
 	cctx, cancel := context.WithTimeout(ctx, natsCheckTimeout)
 	defer cancel()
-	bus, err := events.Connect(cctx, events.ConnectOptions{URL: url, CredentialsFile: creds, Name: "dropship check"})
+	bus, err := events.Connect(cctx, events.ConnectOptions{URL: url, Auth: auth, Name: "dropship check"})
 	if err != nil {
 		fmt.Fprintf(stdout, "nats: FAILED: %v\n", err)
 		return false
@@ -63,6 +61,10 @@ func checkNATS(ctx context.Context, cfg *config.Config, stdout io.Writer) bool {
 	}
 	setup := agent.StreamSetupOf(cfg, false, false)
 	c, err := bus.CheckStream(cctx, setup)
+	if pd := bus.PermissionDenied(); err != nil && pd != nil {
+		fmt.Fprintf(stdout, "nats: FAILED: %v\n", pd)
+		return false
+	}
 	if err != nil {
 		fmt.Fprintf(stdout, "nats: FAILED: %v\n  fix: check that the NATS server at %s answers JetStream requests\n", err, url)
 		return false

@@ -81,7 +81,7 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	})
 
 	f := newFeed()
-	bus, err := events.Connect(ctx, events.ConnectOptions{URL: n.url, CredentialsFile: n.creds, Name: "dropship events", OnStateChange: f.connState})
+	bus, err := events.Connect(ctx, events.ConnectOptions{URL: n.url, Auth: n.connectAuth(), Name: "dropship events", OnStateChange: f.connState})
 	if err != nil {
 		return err
 	}

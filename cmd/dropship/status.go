@@ -23,6 +23,7 @@ import (
 // commands that need it register their own.
 type natsFlags struct {
 	file, url, agent, prefix, creds, stream string
+	auth                                    events.Auth // from the config's [nats]; -creds replaces it
 }
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
@@ -48,8 +49,11 @@ func (n *natsFlags) resolve(stderr io.Writer, needAgent bool) error {
 	}
 	if n.url == "" {
 		n.url = agent.NATSURL(cfg)
-		if n.creds == "" && cfg.NATS.CredentialsFile != "" {
-			n.creds, _ = config.SecretPath(cfg.NATS.CredentialsFile)
+		if n.creds == "" {
+			if n.auth, err = agent.NATSAuth(cfg); err != nil {
+				return err
+			}
+			n.creds = n.auth.CredentialsFile
 		}
 	}
 	if n.agent == "" {
@@ -66,9 +70,11 @@ func (n *natsFlags) resolve(stderr io.Writer, needAgent bool) error {
 
 func (n *natsFlags) connect() (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name("dropship cli"), nats.Timeout(5 * time.Second)}
-	if n.creds != "" {
-		opts = append(opts, nats.UserCredentials(n.creds))
+	auth, err := n.natsAuth()
+	if err != nil {
+		return nil, err
 	}
+	opts = append(opts, auth...)
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (is the agent running? is -nats right?)", n.url, err)
@@ -87,6 +93,9 @@ func (n *natsFlags) request(ctx context.Context, endpoint string, body, out any)
 	err = ask(ctx, nc, n.agent, subj, body, out)
 	var na *noAnswer
 	if errors.As(err, &na) {
+		if pd := permissionDenied(nc); pd != nil {
+			return pd
+		}
 		return fmt.Errorf("%w%s", err, n.otherAgents(ctx, nc))
 	}
 	return err

@@ -322,18 +322,16 @@ func (a *Agent) startEvents(ctx context.Context) error {
 			a.logger.Warn("cannot record the embedded NATS address", keyErr, err)
 		}
 	}
-	creds := cfg.NATS.CredentialsFile
-	if creds != "" {
-		var err error
-		if creds, err = config.SecretPath(creds); err != nil {
-			return fmt.Errorf("nats.credentials_file: %w", err)
-		}
+	auth, err := NATSAuth(cfg)
+	if err != nil {
+		return err
 	}
 	bus, err := events.Connect(ctx, events.ConnectOptions{
-		URL:             url,
-		CredentialsFile: creds,
-		Name:            "dropship " + cfg.Agent.Name,
-		Logger:          a.opts.Logger.With(keyComponent, "nats"),
+		URL:     url,
+		Auth:    auth,
+		Waiting: a.journal.OutboxLen,
+		Name:    "dropship " + cfg.Agent.Name,
+		Logger:  a.opts.Logger.With(keyComponent, "nats"),
 		OnStateChange: func(connected bool) {
 			if connected {
 				// Every (re)connect may reach another server, or

@@ -199,11 +199,12 @@ func Send(ctx context.Context, cfg *config.Config, name string, files []string, 
 // when neither answers (the send goes on without events).
 func sendBus(ctx context.Context, cfg *config.Config, logger *slog.Logger) *events.Bus {
 	url := NATSURL(cfg)
-	creds := ""
-	if cfg.NATS.CredentialsFile != "" {
-		creds, _ = config.SecretPath(cfg.NATS.CredentialsFile)
+	auth, err := NATSAuth(cfg)
+	if err != nil {
+		logger.Warn("events are not published", "nats", url, "err", err)
+		return nil
 	}
-	bus, err := events.Connect(ctx, events.ConnectOptions{URL: url, CredentialsFile: creds, Name: "dropship send", Logger: logger})
+	bus, err := events.Connect(ctx, events.ConnectOptions{URL: url, Auth: auth, Name: "dropship send", Logger: logger})
 	if err != nil {
 		logger.Warn("events are not published", "nats", url, "err", err)
 		return nil

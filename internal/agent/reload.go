@@ -26,6 +26,14 @@ var restartKeys = []struct {
 	{"nats.embedded_listen", func(d, s *config.Config) { d.NATS.EmbeddedListen = s.NATS.EmbeddedListen }},
 	{"nats.subject_prefix", func(d, s *config.Config) { d.NATS.SubjectPrefix = s.NATS.SubjectPrefix }},
 	{"nats.credentials_file", func(d, s *config.Config) { d.NATS.CredentialsFile = s.NATS.CredentialsFile }},
+	{"nats.user", func(d, s *config.Config) { d.NATS.User = s.NATS.User }},
+	{"nats.password_file", func(d, s *config.Config) { d.NATS.PasswordFile = s.NATS.PasswordFile }},
+	{"nats.token_file", func(d, s *config.Config) { d.NATS.TokenFile = s.NATS.TokenFile }},
+	{"nats.nkey_seed_file", func(d, s *config.Config) { d.NATS.NKeySeedFile = s.NATS.NKeySeedFile }},
+	{"nats.tls_ca_file", func(d, s *config.Config) { d.NATS.TLSCAFile = s.NATS.TLSCAFile }},
+	{"nats.tls_cert_file", func(d, s *config.Config) { d.NATS.TLSCertFile = s.NATS.TLSCertFile }},
+	{"nats.tls_key_file", func(d, s *config.Config) { d.NATS.TLSKeyFile = s.NATS.TLSKeyFile }},
+	{"nats.tls_server_name", func(d, s *config.Config) { d.NATS.TLSServerName = s.NATS.TLSServerName }},
 }
 
 // liveKeys are the other keys outside targets and watches; a reload applies

@@ -58,6 +58,21 @@ type NATS struct {
 	DuplicateWindow time.Duration
 	StreamCluster   string
 	StreamTags      []string
+	// The other ways of logging in to an external server, at most one of
+	// them (or CredentialsFile): User with PasswordFile, TokenFile, or
+	// NKeySeedFile. The files are paths or credential:NAME.
+	User         string
+	PasswordFile string
+	TokenFile    string
+	NKeySeedFile string
+	// TLS to an external server: the CA of its certificate (empty: the
+	// system's), a client certificate and its key (a secret file, a path or
+	// credential:NAME), and the name its certificate must carry (empty: the
+	// URL's host). Any of them turns TLS on.
+	TLSCAFile     string
+	TLSCertFile   string
+	TLSKeyFile    string
+	TLSServerName string
 }
 
 // Target is one [[target]]: a remote SSH/SFTP server.

@@ -138,7 +138,7 @@ shutdown_grace = "30 seconds" #! agent.shutdown_grace: "30 seconds" is not a dur
 		{"unknown keys and tables", `
 [agent]
 nmae = "x"   #! agent.nmae: unknown key; did you mean name?
-user = "x"   #! agent.user: unknown key; user belongs in [[target]]
+user = "x"   #! agent.user: unknown key; user belongs in [nats] or [[target]]
 zzz = 1      #! agent.zzz: unknown key
 [agnet]      #! agnet: unknown table; did you mean agent?
 [agent.sub]  #! agent.sub: unknown table

@@ -718,6 +718,7 @@ func (t *table) nats(n *NATS) {
 		t.check("subject_prefix", checkSubjectPrefix(n.SubjectPrefix))
 	}
 	t.fileRef("credentials_file", &n.CredentialsFile)
+	t.natsAuth(n)
 	if t.str("stream", &n.Stream) {
 		t.check("stream", checkStream(n.Stream))
 	}

@@ -15,6 +15,7 @@ func (p *parsed) checkFiles() {
 	cfg := p.cfg
 	if p.nats != nil {
 		p.nats.checkSecret("credentials_file", cfg.NATS.CredentialsFile, checkSecret)
+		p.nats.checkNATSFiles(&cfg.NATS)
 	}
 	for i, t := range p.targets {
 		tg := &cfg.Targets[i]

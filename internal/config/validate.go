@@ -60,9 +60,12 @@ func checkNATSURLs(s string) error {
 		if raw == "" {
 			return fmt.Errorf("%q has an empty URL; separate URLs with single commas", s)
 		}
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw // as nats.go takes "127.0.0.1:4222"
+		}
 		u, err := url.Parse(raw)
 		if err != nil || u.Host == "" {
-			return fmt.Errorf(`%q is not a server URL such as "nats://127.0.0.1:4222"`, raw)
+			return fmt.Errorf(`%q is not a server URL such as "nats://127.0.0.1:4222"`, strings.TrimPrefix(raw, "nats://"))
 		}
 		switch u.Scheme {
 		case "nats", "tls", "ws", "wss":
@@ -70,7 +73,7 @@ func checkNATSURLs(s string) error {
 			return fmt.Errorf(`%q: the scheme must be nats://, tls://, ws:// or wss://`, u.Redacted())
 		}
 		if u.User != nil {
-			return fmt.Errorf("%q must not hold credentials (user:password@ or token@); put them in credentials_file", u.Redacted())
+			return fmt.Errorf("%q must not hold credentials (user:password@ or token@); put them in user and password_file, token_file or credentials_file", u.Redacted())
 		}
 	}
 	return nil

@@ -109,6 +109,7 @@ done <<'EOF'
 ./usr/share/doc/dropship/README.md -rw-r--r-- root/root
 ./usr/share/doc/dropship/docs/events.md -rw-r--r-- root/root
 ./usr/share/doc/dropship/docs/threat-model.md -rw-r--r-- root/root
+./usr/share/doc/dropship/docs/nats-permissions.md -rw-r--r-- root/root
 ./usr/share/man/man1/dropship.1.gz -rw-r--r-- root/root
 ./usr/share/bash-completion/completions/dropship -rw-r--r-- root/root
 ./usr/share/zsh/vendor-completions/_dropship -rw-r--r-- root/root

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	natstest "github.com/nats-io/nats-server/v2/test"
+
+	"github.com/dropship/dropship/events"
+)
+
+// docPermissions is the nats-server configuration of docs/nats-permissions.md
+// for an agent named name (the doc's example is edge-01) with password pw,
+// less the lines that contain any of drop.
+func docPermissions(t testing.TB, name, pw string, drop ...string) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-permissions.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```conf\n(.*?)```").FindSubmatch(doc)
+	if m == nil {
+		t.Fatal("docs/nats-permissions.md has no ```conf block")
+	}
+	var out []string
+	for line := range strings.Lines(string(m[1])) {
+		keep := true
+		for _, d := range drop {
+			if strings.Contains(line, d) {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, line)
+		}
+	}
+	conf := strings.Join(out, "")
+	conf = strings.ReplaceAll(conf, "edge-01", name)
+	return strings.ReplaceAll(conf, `"PASSWORD"`, fmt.Sprintf("%q", pw))
+}
+
+// permissionsServer runs a nats-server with JetStream whose only users are
+// those of conf (a nats-server configuration) and an admin with every
+// permission (admin:admin), for the test's own look at the server.
+func permissionsServer(t testing.TB, conf string) (agentURL, adminURL string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "nats-server.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		t.Fatalf("the permissions of docs/nats-permissions.md do not load as a nats-server configuration: %v", err)
+	}
+	if len(opts.Users) != 1 || opts.Users[0].Permissions == nil {
+		t.Fatalf("the configuration has %d users, want one with permissions", len(opts.Users))
+	}
+	opts.Users = append(opts.Users, &server.User{Username: "admin", Password: "admin"})
+	opts.Host, opts.Port = "127.0.0.1", -1
+	opts.NoLog, opts.NoSigs = true, true
+	opts.JetStream, opts.StoreDir = true, t.TempDir()
+	srv := natstest.RunServer(opts)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	port := srv.Addr().(*net.TCPAddr).Port
+	return fmt.Sprintf("nats://127.0.0.1:%d", port), fmt.Sprintf("nats://admin:admin@127.0.0.1:%d", port)
+}
+
+// TestAgentWithExactPermissions runs an agent whose NATS user has exactly
+// the permissions docs/nats-permissions.md lists, read from it: it starts,
+// creates its stream, publishes and stores its events, answers `dropship
+// status` and passes `check -connect`, with no permission refused. Asking
+// for another agent, which that user may not, is reported as a permission
+// problem, not as an agent that does not run.
+func TestAgentWithExactPermissions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	url, admin := permissionsServer(t, docPermissions(t, agentName, "agent-pw"))
+	e.conf.get("[nats]").
+		set("url", strings.TrimPrefix(url, "nats://")). // without a scheme, as nats.go takes it
+		set("auto_create_stream", true).
+		set("user", "dropship-"+agentName).
+		set("password_file", e.secretFile("nats.password", "agent-pw\n"))
+	srv := sftpdServer(t, e.remote, "alice", "secret")
+	e.sftpdTarget("partner", srv, "alice", "secret")
+	e.watchFor("partner")
+	e.writeConf()
+
+	c := collect(t, admin)
+	a := startAgent(t, e.cfg)
+	writeFile(t, filepath.Join(e.watch, "permitted.txt"), []byte("exactly these permissions\n"))
+	eventually(t, 30*time.Second, "the completed event", func() bool {
+		return len(c.ofType(events.TypeTransferCompleted)) == 1
+	})
+	eventually(t, 10*time.Second, "the events in the stream", func() bool {
+		return len(filterType(storedEvents(t, admin), events.TypeTransferCompleted)) == 1
+	})
+	if st := status(t, "-c", e.cfg); st.Agent != agentName || !st.NATSConnected {
+		t.Errorf("status: %+v", st)
+	}
+	if r := dropship(t, "check", "-connect", "-c", e.cfg); !strings.Contains(r.stdout, "nats: ok") {
+		t.Errorf("check -connect with the documented permissions:\n%s", r)
+	}
+
+	r := dropship(t, "status", "-c", e.cfg, "-agent", "other")
+	if r.code == 0 || !strings.Contains(r.stderr, "permissions violation") || !strings.Contains(r.stderr, "publish to dropship.other.ctl.status") || strings.Contains(r.stderr, "is it running") {
+		t.Errorf("status of an agent the user may not ask: want a permission problem naming the subject:\n%s", r)
+	}
+	a.stop(10 * time.Second)
+	for _, bad := range []string{"permissions violation", "level=ERROR", "agent-pw"} {
+		if strings.Contains(a.logs(), bad) {
+			t.Errorf("the agent's log has %q:\n%s", bad, a.logs())
+		}
+	}
+}
+
+// TestAgentMissingAPermission: an agent whose user lacks one permission of
+// the list logs an ERROR naming the subject and calling it a permission
+// problem.
+func TestAgentMissingAPermission(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	url, _ := permissionsServer(t, docPermissions(t, agentName, "agent-pw", "$JS.API.STREAM.INFO."))
+	e.conf.get("[nats]").
+		set("url", url).
+		set("auto_create_stream", true).
+		set("user", "dropship-"+agentName).
+		set("password_file", e.secretFile("nats.password", "agent-pw"))
+	e.writeConf()
+	a := startProc(t, "run", "-c", e.cfg)
+	a.waitLog(30*time.Second, "may not publish to $JS.API.STREAM.INFO."+stream)
+	a.stop(10 * time.Second)
+	var line string
+	for l := range strings.Lines(a.logs()) {
+		if strings.Contains(l, "may not publish to $JS.API.STREAM.INFO."+stream) {
+			line = l
+			break
+		}
+	}
+	if !strings.Contains(line, "ERROR") || !strings.Contains(line, "permission problem") {
+		t.Errorf("the permission refused is not an ERROR saying it is a permission problem: %s", line)
+	}
+}

@@ -177,3 +177,12 @@ func (f *filter) isMarker(rel string) bool {
 	base := path.Base(rel)
 	return len(base) > len(f.marker) && strings.HasSuffix(base, f.marker)
 }
+
+// MatchPattern reports whether rel (slash-separated, below the watch folder)
+// matches pattern, with the include and exclude patterns' rules: a pattern
+// without "/" matches the base name, one with "/" the whole path, and "**"
+// stands for any number of folders. A bad pattern matches nothing.
+func MatchPattern(pattern, rel string) bool {
+	p, err := compilePattern(pattern)
+	return err == nil && p.match(rel)
+}

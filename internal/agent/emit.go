@@ -39,7 +39,7 @@ func (a *Agent) transferEvent(t *target, rec *journal.Record, state events.Trans
 		Watch:      rec.Watch,
 		Target:     events.TargetRef{Name: t.name, Host: t.cfg.Host, Port: t.cfg.Port},
 		LocalPath:  rec.Path,
-		RemotePath: transfer.RemotePath(t.cfg.RemoteDir, rec.Rel),
+		RemotePath: transfer.RemotePath(t.cfg.RemoteDir, remoteRel(rec)),
 		SizeBytes:  rec.Size,
 		SHA256:     rec.SHA256,
 		Reason:     rec.Reason,

@@ -126,7 +126,7 @@ func (a *Agent) accept(f watcher.File, watchPath string) []journal.Op {
 		return nil
 	}
 	var ops []journal.Op
-	for _, target := range wcfg.TargetNames() {
+	for _, target := range wcfg.TargetsFor(f.Rel) {
 		if op := a.acceptFor(f, watchPath, wcfg, target); op != nil {
 			ops = append(ops, *op)
 		}
@@ -150,7 +150,7 @@ func recordKey(watchPath, rel, target string, w *config.Watch) string {
 // file of rec (nil entries for those without one). Called with a.mu.
 func (a *Agent) siblings(rec *journal.Record, w *config.Watch) []*journal.Record {
 	var out []*journal.Record
-	for _, target := range w.TargetNames() {
+	for _, target := range w.TargetsFor(rec.Rel) {
 		if target == rec.Target {
 			continue
 		}
@@ -207,6 +207,19 @@ func (a *Agent) acceptFor(f watcher.File, watchPath string, wcfg *config.Watch, 
 			ended = append(ended, ev)
 		}
 	}
+	remoteRel := ""
+	if route := wcfg.RouteFor(target); route != nil && route.Rename != "" {
+		rr, err := route.RemoteRel(f.Rel, now)
+		if err != nil {
+			// Checked on examples at load; a name that still makes it
+			// leave remote_dir is not sent.
+			a.logger.Error("a route's rename cannot be applied to this file; it is not sent to this target", keyFile, f.Path, keyTarget, target, keyErr, err)
+			return nil
+		}
+		if rr != f.Rel {
+			remoteRel = rr
+		}
+	}
 	warning := a.piecesWarning(key, f, wcfg, now)
 	r := &journal.Record{
 		Key:       key,
@@ -215,6 +228,7 @@ func (a *Agent) acceptFor(f watcher.File, watchPath string, wcfg *config.Watch, 
 		Target:    target,
 		Path:      f.Path,
 		Rel:       f.Rel,
+		RemoteRel: remoteRel,
 		Marker:    f.Marker,
 		Size:      f.Size,
 		ModTime:   f.ModTime,
@@ -313,4 +327,12 @@ func (a *Agent) watchProblem(path string, e *watcher.Error) {
 		return
 	}
 	a.watchErrs[path] = e
+}
+
+// remoteRel is the path of rec's file below its target's remote_dir.
+func remoteRel(rec *journal.Record) string {
+	if rec.RemoteRel != "" {
+		return rec.RemoteRel
+	}
+	return rec.Rel
 }

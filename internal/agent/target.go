@@ -367,7 +367,7 @@ func (a *Agent) prepare(t *target, w *config.Watch, rec *journal.Record) (*job, 
 		rec:  rec,
 		held: rec.State == journal.Failed,
 		file: f,
-		item: transfer.Item{ID: rec.ID, File: f, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: rec.Rel, Size: rec.Size},
+		item: transfer.Item{ID: rec.ID, File: f, Local: rec.Path, RemoteDir: t.cfg.RemoteDir, Rel: remoteRel(rec), Size: rec.Size},
 	}, nil
 }
 

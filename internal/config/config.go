@@ -124,7 +124,10 @@ type Watch struct {
 	// Targets are the targets its files go to (target = "a", or
 	// targets = ["a", "b"]: a fan-out); each is sent to independently and
 	// `after` runs once every one has the file.
-	Targets        []string
+	Targets []string
+	// Routes choose, per target, which files go to it and under which
+	// name ([[watch.route]]); a target without one gets every file.
+	Routes         []Route
 	Recursive      bool
 	Include        []string // path.Match globs; "**" matches any number of folders
 	Exclude        []string

@@ -348,6 +348,41 @@ stream_max_bytes = "lots" #! nats.stream_max_bytes: "lots" is not a size
 duplicate_window = "30s" #! nats.duplicate_window: 30s is shorter than JetStream's default of 2m
 stream_max_age = "7d" #! nats.stream_max_age: "7d" is not a duration
 `},
+		{"routes", target + `
+[[target]]
+name = "backup"
+host = "b.example"
+user = "u"
+[[watch]]
+path = "/srv/drop"
+targets = ["acme", "backup"]
+[[watch.route]]
+target = "nobody" #! watch.route.target: route for target "nobody", which is not one of the watch's targets (acme, backup)
+[[watch.route]]
+target = "backup"
+match = "re:([" #! watch.route.match: not a regular expression
+[[watch.route]]
+target = "acme"
+rename = "../{name}" #! watch.route.rename: leaves the target's remote_dir
+[[watch]]
+path = "/srv/drop2"
+target = "acme"
+[[watch.route]]
+target = "acme"
+rename = "{date:2006}.csv" #! watch.route.rename: gives every file the same name
+[[watch]]
+path = "/srv/drop3"
+target = "acme"
+[[watch.route]]
+target = "acme"
+rename = "/{name}" #! watch.route.rename: an absolute path
+[[watch]]
+path = "/srv/drop4"
+target = "acme"
+[[watch.route]]
+target = "acme"
+rename = "{nmae}" #! watch.route.rename: unknown placeholder {nmae}
+`},
 		{"fan-out targets", target + `
 [[watch]]
 path = "/srv/drop"
@@ -657,6 +692,12 @@ func TestExampleParses(t *testing.T) {
 	// It documents every key, with its default.
 	for section, keys := range sectionKeys() {
 		for _, k := range keys {
+			if k == "route" {
+				if !strings.Contains(src, "[[watch.route]]") {
+					t.Error("agent.toml.example does not show [[watch.route]]")
+				}
+				continue // a table of its own, shown as one
+			}
 			if !strings.Contains(src, "\n"+k+" = ") && !strings.Contains(src, "\n# "+k+" = ") {
 				t.Errorf("agent.toml.example does not show %s key %s", section, k)
 			}

@@ -858,4 +858,51 @@ func (t *table) watch(w *Watch) {
 		t.problem("archive_dir", fmt.Sprintf("is only used with after = %q, but after is %q; remove archive_dir or set after = %q", AfterArchive, w.After, AfterArchive))
 	}
 	t.filePath("failed_dir", &w.FailedDir, true)
+	seen := map[string]bool{}
+	for _, rt := range t.nested("route") {
+		r := Route{Line: rt.headerLine()}
+		rt.required("target", &r.Target)
+		rt.str("match", &r.Match)
+		rt.str("rename", &r.Rename)
+		rt.unknown()
+		if r.Target == "" {
+			continue
+		}
+		if seen[r.Target] {
+			rt.problem("target", fmt.Sprintf("a second route for target %q: one route per target", r.Target))
+			continue
+		}
+		seen[r.Target] = true
+		if err := r.check(w.TargetNames()); err != nil {
+			k := "rename"
+			switch {
+			case !containsString(w.TargetNames(), r.Target):
+				k = "target"
+			case strings.HasPrefix(err.Error(), "match"):
+				k = "match"
+			}
+			rt.problem(k, err.Error())
+			continue
+		}
+		w.Routes = append(w.Routes, r)
+	}
+}
+
+// nested returns the elements of the array of tables k inside t, such as
+// [[watch.route]] inside a [[watch]].
+func (t *table) nested(k string) []*table {
+	v, ok := t.lookup(k)
+	if !ok {
+		return nil
+	}
+	elems, ok := v.([]map[string]any)
+	if !ok {
+		t.wrongType(k, v, fmt.Sprintf("an array of tables: write [[%s.%s]] after the [[%s]] it belongs to", t.name, k, t.name))
+		return nil
+	}
+	tables := make([]*table, len(elems))
+	for i, m := range elems {
+		tables[i] = &table{d: t.d, name: t.name + "." + k, path: t.at(k, strconv.Itoa(i)), raw: m}
+	}
+	return tables
 }

@@ -83,3 +83,62 @@ func TestFanOut(t *testing.T) {
 	}
 	checkOrder(t, storedEvents(t, n.url()))
 }
+
+// Routes (issue 15 point 4): [[watch.route]] sends to a target only the
+// files its match selects, under the name its rename makes; a file no route
+// of a target matches is archived once the targets it goes to have it.
+func TestFanOutRoutes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	n := e.externalNATS()
+	allDir, csvDir := filepath.Join(e.dir, "remote-all"), filepath.Join(e.dir, "remote-csv")
+	for _, d := range []string{allDir, csvDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := sftpdServer(t, allDir, "alice", "secret")
+	e.sftpdTarget("all", all, "alice", "secret").set("remote_dir", allDir)
+	csv := sftpdServer(t, csvDir, "bob", "other")
+	e.sftpdTarget("csv", csv, "bob", "other").set("remote_dir", csvDir)
+	e.conf.add("[[watch]]").
+		set("path", e.watch).
+		set("targets", []string{"all", "csv"}).
+		set("settle", settle)
+	e.conf.add("[[watch.route]]").
+		set("target", "csv").
+		set("match", "*.csv").
+		set("rename", "{dir}/{stem}-{date:2006}{ext}")
+	e.writeConf()
+	if r := dropship(t, "check", "-c", e.cfg); r.code != 0 {
+		t.Fatalf("check of a watch with a route: %s", r)
+	}
+	c := collect(t, n.url())
+	agent := startAgent(t, e.cfg)
+	if err := os.Mkdir(filepath.Join(e.watch, "in"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	csvData, txtData := []byte("a,b\n1,2\n"), []byte("notes\n")
+	writeFile(t, filepath.Join(e.watch, "in", "sales.csv"), csvData)
+	writeFile(t, filepath.Join(e.watch, "in", "notes.txt"), txtData)
+	renamed := filepath.Join(csvDir, "in", "sales-"+time.Now().Format("2006")+".csv")
+	eventually(t, 30*time.Second, "both files archived, the csv also at the csv target under its new name", func() bool {
+		return sameContent(filepath.Join(allDir, "in", "sales.csv"), csvData) &&
+			sameContent(filepath.Join(allDir, "in", "notes.txt"), txtData) &&
+			sameContent(renamed, csvData) &&
+			!exists(filepath.Join(e.watch, "in", "sales.csv")) && !exists(filepath.Join(e.watch, "in", "notes.txt"))
+	})
+	agent.stop(10 * time.Second)
+	if exists(filepath.Join(csvDir, "in", "notes.txt")) || exists(filepath.Join(csvDir, "in", "sales.csv")) {
+		t.Error("the csv target got a file its route does not match, or the csv under its old name")
+	}
+	for _, m := range c.ofType(events.TypeTransferCompleted) {
+		tr := m.transfer(t)
+		if tr.Target.Name == "csv" && tr.RemotePath != renamed {
+			t.Errorf("completed event of the csv target says remote_path %q, want %q", tr.RemotePath, renamed)
+		}
+	}
+	if got := len(c.ofType(events.TypeTransferCompleted)); got != 3 {
+		t.Errorf("%d completed events, want 3 (two files to all, one to csv)", got)
+	}
+}

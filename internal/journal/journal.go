@@ -27,12 +27,15 @@ const (
 
 // Record is what the journal knows about one source file.
 type Record struct {
-	Key        string    `json:"key"` // Key(watch, rel)
-	ID         string    `json:"id"`  // transfer id, stable across attempts of this version of the file
-	Watch      string    `json:"watch"`
-	Target     string    `json:"target"`
-	Path       string    `json:"path"` // absolute local path
-	Rel        string    `json:"rel"`  // slash-separated path below the watch folder
+	Key    string `json:"key"` // Key(watch, rel)
+	ID     string `json:"id"`  // transfer id, stable across attempts of this version of the file
+	Watch  string `json:"watch"`
+	Target string `json:"target"`
+	Path   string `json:"path"` // absolute local path
+	Rel    string `json:"rel"`  // slash-separated path below the watch folder
+	// RemoteRel is the path below the target's remote_dir when a route
+	// renames the file; "" means Rel.
+	RemoteRel  string    `json:"remote_rel,omitempty"`
 	Marker     string    `json:"marker,omitempty"`
 	Size       int64     `json:"size"`
 	ModTime    time.Time `json:"mtime"`

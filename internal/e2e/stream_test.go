@@ -302,7 +302,7 @@ func TestStopWithNATSDown(t *testing.T) {
 		return len(filterType(storedEvents(t, n.url()), events.TypeAgentStarted)) == 1
 	})
 	n.stop()
-	agent.waitLog(20*time.Second, "disconnected from NATS")
+	agent.waitLog(20*time.Second, "lost the connection to NATS")
 	start := time.Now()
 	agent.stop(10 * time.Second)
 	if d := time.Since(start); d > 3*time.Second {

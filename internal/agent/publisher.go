@@ -173,10 +173,18 @@ func (p *publisher) drain() (int, error) {
 	// The batch is published at once (asynchronous publishes, each ack
 	// matched to its event); an entry leaves the outbox when its own ack
 	// arrived. Those without one are published again, under their ids.
+	//
+	// A batch holds one event per file (the event's subject; agent events
+	// have none and count as one file): a later event of the same file
+	// waits for the next batch, after this one's acks. Otherwise a publish
+	// lost in a leader change while the next one of the same transfer is
+	// stored would store "started" before "queued" once the lost one is
+	// published again.
 	var acked []uint64
 	defer func() { _ = a.journal.Ack(acked...) }()
 	evs := make([]events.Event, 0, len(entries))
 	seqs := make([]uint64, 0, len(entries))
+	inBatch := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		ev, err := events.Parse(e.Data)
 		if err != nil {
@@ -185,6 +193,10 @@ func (p *publisher) drain() (int, error) {
 			acked = append(acked, e.Seq)
 			continue
 		}
+		if inBatch[ev.Subject] {
+			continue
+		}
+		inBatch[ev.Subject] = true
 		ev.NATSSubject = e.Subject
 		evs = append(evs, ev)
 		seqs = append(seqs, e.Seq)

@@ -335,3 +335,31 @@ func TestPermissionViolationIsNamed(t *testing.T) {
 		t.Errorf("PermissionDenied() = %+v", pd)
 	}
 }
+
+// TestCheckStreamWithoutPermission: a JetStream request the user may not
+// make ends the check at once, with the violation as its problem, instead
+// of waiting out the deadline for an answer that never comes.
+func TestCheckStreamWithoutPermission(t *testing.T) {
+	srv := authServer(t, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "agent", Password: "pw", Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"dropship.>", "$JS.API.INFO"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}}
+	})
+	rec := newRecorder()
+	b := connect(t, ConnectOptions{URL: srv.ClientURL(), Auth: Auth{User: "agent", Password: "pw"}, Logger: slog.New(rec)})
+	waitConnected(t, b)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := b.CheckStream(ctx, StreamSetup{Name: testStream, Subjects: AllLifecycle("dropship"), Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the check took %s: it waited for an answer the server never sends", d)
+	}
+	if !strings.Contains(c.Problem, "may not publish to $JS.API.STREAM.INFO."+testStream) || !strings.Contains(c.Problem, "permission problem") || !strings.Contains(c.Fix, "docs/nats-permissions.md") {
+		t.Errorf("Problem %q, Fix %q: want the permission named", c.Problem, c.Fix)
+	}
+}

@@ -111,7 +111,8 @@ type Bus struct {
 	seenErrs    map[string]bool // errors worth an ERROR, said once per outage
 	denied      map[string]bool // permission violations said since connecting
 	lastDenied  atomic.Pointer[PermissionDenied]
-	wasDown     atomic.Bool // an outage was logged: its end is logged too
+	wasDown     atomic.Bool   // an outage was logged: its end is logged too
+	deniedSig   chan struct{} // closed and replaced at each permissions violation; under outMu
 
 	disconnects atomic.Uint64
 	drops       atomic.Uint64
@@ -152,6 +153,7 @@ func Connect(ctx context.Context, opts ConnectOptions) (*Bus, error) {
 		closed:  make(chan struct{}),
 
 		reportEvery: cmp.Or(opts.OutageReport, OutageReportEvery),
+		deniedSig:   make(chan struct{}),
 	}
 	auth := opts.Auth
 	if opts.CredentialsFile != "" {
@@ -365,6 +367,8 @@ func (b *Bus) onAsyncErr(_ *nats.Conn, sub *nats.Subscription, err error) {
 	if pd := AsPermissionDenied(err); pd != nil {
 		b.lastDenied.Store(pd)
 		b.outMu.Lock()
+		close(b.deniedSig)
+		b.deniedSig = make(chan struct{})
 		key := pd.Op + " " + pd.Subject
 		first := !b.denied[key] && len(b.denied) < 64
 		if first {
@@ -408,6 +412,35 @@ func (b *Bus) setUp(connected bool) {
 	if b.onState != nil && was != connected {
 		b.onState(connected)
 	}
+}
+
+// cancelOnDenied returns ctx canceled, with the *PermissionDenied as its
+// cause, once the server reports a permissions violation of a JetStream API
+// request or of the inbox its answers come to: such a request is never
+// answered, and waiting for ctx would only delay saying why. stop releases
+// it.
+func (b *Bus) cancelOnDenied(ctx context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		for {
+			b.outMu.Lock()
+			sig := b.deniedSig
+			b.outMu.Unlock()
+			select {
+			case <-sig:
+				if pd := b.lastDenied.Load(); pd != nil && (strings.HasPrefix(pd.Subject, "$JS.API.") || strings.HasPrefix(pd.Subject, "_INBOX.")) {
+					cancel(pd)
+					return
+				}
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel(nil) }
 }
 
 // PermissionDenied is the last permissions violation the server reported on

@@ -89,8 +89,22 @@ func (c StreamCheck) Err() error {
 // [StreamDuplicateWindow], or republished events may be stored twice). The
 // findings are in the StreamCheck; the error is set only when the server
 // could not be asked at all (not connected, no answer before ctx ended).
-func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (StreamCheck, error) {
-	c := StreamCheck{Stream: s.Name}
+//
+// A JetStream request the NATS user may not make is not answered: the check
+// ends as soon as the server reports the permissions violation, with the
+// violation as its Problem, rather than when ctx does.
+func (b *Bus) CheckStream(ctx context.Context, s StreamSetup) (c StreamCheck, err error) {
+	c = StreamCheck{Stream: s.Name}
+	ctx, stop := b.cancelOnDenied(ctx)
+	defer stop()
+	defer func() {
+		var pd *PermissionDenied
+		if err != nil && errors.As(context.Cause(ctx), &pd) {
+			c.Problem = pd.Error()
+			c.Fix = "grant the NATS user of the agent the permissions docs/nats-permissions.md lists"
+			err = nil
+		}
+	}()
 	if !b.nc.IsConnected() {
 		return c, fmt.Errorf("check JetStream stream %s: %w", s.Name, ErrNotConnected)
 	}

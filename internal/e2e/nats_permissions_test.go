@@ -122,7 +122,8 @@ func TestAgentWithExactPermissions(t *testing.T) {
 
 // TestAgentMissingAPermission: an agent whose user lacks one permission of
 // the list logs an ERROR naming the subject and calling it a permission
-// problem.
+// problem, and starts without waiting for the answer the server never
+// sends.
 func TestAgentMissingAPermission(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -135,6 +136,8 @@ func TestAgentMissingAPermission(t *testing.T) {
 	e.writeConf()
 	a := startProc(t, "run", "-c", e.cfg)
 	a.waitLog(30*time.Second, "may not publish to $JS.API.STREAM.INFO."+stream)
+	// The check of the stream ends with the refusal, not 10 s later.
+	a.waitLog(5*time.Second, "agent started")
 	a.stop(10 * time.Second)
 	var line string
 	for l := range strings.Lines(a.logs()) {

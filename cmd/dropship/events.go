@@ -112,6 +112,9 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return fmt.Errorf("subscribe to %s: %w", strings.Join(plan.subscribe, " "), err)
 	}
+	if err := permissionDenied(nc); err != nil {
+		return err // a subscription the user may not have delivers nothing, silently
+	}
 	if !*asJSON {
 		fmt.Fprintf(stderr, "dropship events: showing %s from %s (Ctrl-C to stop)\n", strings.Join(shown, " "), bus.Conn().ConnectedUrlRedacted())
 	}
@@ -122,6 +125,9 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		} else if err := v.replay(ctx, bus, n.stream, plan.replay, since.duration()); err != nil {
 			if ctx.Err() != nil {
 				return v.close()
+			}
+			if pd := bus.PermissionDenied(); pd != nil {
+				return fmt.Errorf("replay from JetStream stream %s: %w", n.stream, pd)
 			}
 			return replayError(err, n.stream)
 		}

@@ -112,6 +112,12 @@ func TestAgentWithExactPermissions(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "permissions violation") || !strings.Contains(r.stderr, "publish to dropship.other.ctl.status") || strings.Contains(r.stderr, "is it running") {
 		t.Errorf("status of an agent the user may not ask: want a permission problem naming the subject:\n%s", r)
 	}
+	// The agent's user may not read every agent's events: `dropship events`
+	// says so rather than wait for events that never come.
+	r = dropship(t, "events", "-c", e.cfg, "-json")
+	if r.code == 0 || !strings.Contains(r.stderr, "may not subscribe to "+prefix+".") || !strings.Contains(r.stderr, "permission problem") {
+		t.Errorf("events with a user that may not subscribe to them: want a permission problem naming the subject:\n%s", r)
+	}
 	a.stop(10 * time.Second)
 	for _, bad := range []string{"permissions violation", "level=ERROR", "agent-pw"} {
 		if strings.Contains(a.logs(), bad) {

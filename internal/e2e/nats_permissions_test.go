@@ -126,6 +126,35 @@ func TestAgentWithExactPermissions(t *testing.T) {
 	}
 }
 
+// TestAgentOfAnOperatorsStream: an agent of a stream the operator manages
+// (auto_create_stream = false) needs neither $JS.API.STREAM.CREATE nor
+// UPDATE, as docs/nats-permissions.md says: without them it starts, stores
+// its events and refuses no permission.
+func TestAgentOfAnOperatorsStream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	url, admin := permissionsServer(t, docPermissions(t, agentName, "agent-pw", "$JS.API.STREAM.CREATE.", "$JS.API.STREAM.UPDATE."))
+	createStream(t, admin)
+	e.conf.get("[nats]").
+		set("url", url).
+		set("user", "dropship-"+agentName).
+		set("password_file", e.secretFile("nats.password", "agent-pw"))
+	e.writeConf()
+	a := startAgent(t, e.cfg)
+	eventually(t, 10*time.Second, "the started event stored", func() bool {
+		return len(filterType(storedEvents(t, admin), events.TypeAgentStarted)) == 1
+	})
+	if st := status(t, "-c", e.cfg); !st.NATSConnected {
+		t.Errorf("status: %+v", st)
+	}
+	a.stop(10 * time.Second)
+	for _, bad := range []string{"permissions violation", "level=ERROR"} {
+		if strings.Contains(a.logs(), bad) {
+			t.Errorf("the agent's log has %q:\n%s", bad, a.logs())
+		}
+	}
+}
+
 // TestAgentMissingAPermission: an agent whose user lacks one permission of
 // the list logs an ERROR naming the subject and calling it a permission
 // problem, and starts without waiting for the answer the server never

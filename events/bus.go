@@ -717,6 +717,16 @@ func (b *Bus) message(ev Event) (*nats.Msg, error) {
 // and Debian 12 ships 2.9) and merges what they deliver by stream sequence,
 // so the order is the stream's; it acknowledges nothing.
 func (b *Bus) Replay(ctx context.Context, stream string, subjects []string, since time.Duration, fn func(Event)) (err error) {
+	// A request the user may not make is never answered: end at the
+	// server's permissions violation, saying it.
+	ctx, stop := b.cancelOnDenied(ctx)
+	defer stop()
+	defer func() {
+		var pd *PermissionDenied
+		if err != nil && errors.As(context.Cause(ctx), &pd) {
+			err = fmt.Errorf("replay from JetStream stream %s: %w", stream, pd)
+		}
+	}()
 	defer func() {
 		// An older server than dropship supports may lack what a
 		// replay uses: say so rather than leave the raw error.

@@ -20,15 +20,22 @@ import (
 // for an agent named name (the doc's example is edge-01) with password pw,
 // less the lines that contain any of drop.
 func docPermissions(t testing.TB, name, pw string, drop ...string) string {
+	return docBlock(t, 0, name, pw, drop...)
+}
+
+// docBlock is the nats-server configuration block i of
+// docs/nats-permissions.md, made as docPermissions makes the first.
+func docBlock(t testing.TB, i int, name, pw string, drop ...string) string {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "nats-permissions.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```conf\n(.*?)```").FindSubmatch(doc)
-	if m == nil {
-		t.Fatal("docs/nats-permissions.md has no ```conf block")
+	all := regexp.MustCompile("(?s)```conf\n(.*?)```").FindAllSubmatch(doc, -1)
+	if len(all) <= i {
+		t.Fatalf("docs/nats-permissions.md has %d ```conf blocks, not %d", len(all), i+1)
 	}
+	m := all[i]
 	var out []string
 	for line := range strings.Lines(string(m[1])) {
 		keep := true
@@ -49,18 +56,26 @@ func docPermissions(t testing.TB, name, pw string, drop ...string) string {
 // permissionsServer runs a nats-server with JetStream whose only users are
 // those of conf (a nats-server configuration) and an admin with every
 // permission (admin:admin), for the test's own look at the server.
-func permissionsServer(t testing.TB, conf string) (agentURL, adminURL string) {
+func permissionsServer(t testing.TB, confs ...string) (agentURL, adminURL string) {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), "nats-server.conf")
-	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	opts, err := server.ProcessConfigFile(file)
-	if err != nil {
-		t.Fatalf("the permissions of docs/nats-permissions.md do not load as a nats-server configuration: %v", err)
-	}
-	if len(opts.Users) != 1 || opts.Users[0].Permissions == nil {
-		t.Fatalf("the configuration has %d users, want one with permissions", len(opts.Users))
+	var opts *server.Options
+	for _, conf := range confs {
+		file := filepath.Join(t.TempDir(), "nats-server.conf")
+		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		o, err := server.ProcessConfigFile(file)
+		if err != nil {
+			t.Fatalf("the permissions of docs/nats-permissions.md do not load as a nats-server configuration: %v", err)
+		}
+		if len(o.Users) != 1 || o.Users[0].Permissions == nil {
+			t.Fatalf("the configuration has %d users, want one with permissions", len(o.Users))
+		}
+		if opts == nil {
+			opts = o
+		} else {
+			opts.Users = append(opts.Users, o.Users...)
+		}
 	}
 	opts.Users = append(opts.Users, &server.User{Username: "admin", Password: "admin"})
 	opts.Host, opts.Port = "127.0.0.1", -1
@@ -183,5 +198,55 @@ func TestAgentMissingAPermission(t *testing.T) {
 	}
 	if !strings.Contains(line, "ERROR") || !strings.Contains(line, "permission problem") {
 		t.Errorf("the permission refused is not an ERROR saying it is a permission problem: %s", line)
+	}
+}
+
+// TestOperatorWithExactPermissions runs the operator's commands as a user
+// with exactly the operator's permissions of docs/nats-permissions.md, read
+// from it, against an agent with the agent's: status (of one agent and of
+// all), retry -failed and events -since work, and no permission is refused.
+func TestOperatorWithExactPermissions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	url, admin := permissionsServer(t, docPermissions(t, agentName, "agent-pw"), docBlock(t, 1, agentName, "ops-pw"))
+	e.conf.get("[nats]").
+		set("url", url).
+		set("auto_create_stream", true).
+		set("user", "dropship-"+agentName).
+		set("password_file", e.secretFile("nats.password", "agent-pw"))
+	e.writeConf()
+	ops := filepath.Join(e.dir, "ops.toml")
+	opsConf := fmt.Sprintf("[agent]\nname = %q\nstate_dir = %q\n\n[nats]\nurl = %q\nuser = \"dropship-ops\"\npassword_file = %q\n",
+		agentName, filepath.Join(e.dir, "ops-state"), url, e.secretFile("ops.password", "ops-pw"))
+	if err := os.WriteFile(ops, []byte(opsConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, e.cfg)
+	var started string
+	eventually(t, 10*time.Second, "the started event stored", func() bool {
+		got := filterType(storedEvents(t, admin), events.TypeAgentStarted)
+		if len(got) == 1 {
+			started = got[0].ev.ID
+		}
+		return started != ""
+	})
+
+	if st := status(t, "-c", ops); st.Agent != agentName {
+		t.Errorf("status as the operator: %+v", st)
+	}
+	if r := dropship(t, "status", "-c", ops, "-all"); r.code != 0 || !strings.Contains(r.stdout, agentName) {
+		t.Errorf("status -all as the operator:\n%s", r)
+	}
+	if r := dropship(t, "retry", "-c", ops, "-failed"); r.code != 0 {
+		t.Errorf("retry -failed as the operator:\n%s", r)
+	}
+	evp := startProc(t, "events", "-c", ops, "-json", "-since", "1h")
+	evp.waitLog(15*time.Second, started) // replayed from the stream
+	evp.stop(5 * time.Second)
+	a.stop(10 * time.Second)
+	for _, p := range []*proc{a, evp} {
+		if strings.Contains(p.logs(), "permissions violation") {
+			t.Errorf("a permission was refused:\n%s", p.logs())
+		}
 	}
 }

@@ -75,8 +75,10 @@ const (
 	// progress and of the stall watchdog's activity.
 	scpWriteSize = 32 << 10
 	// scpRefusedRetries is how often a file whose session the server
-	// refused (its MaxSessions) is tried again, once another session ended.
-	scpRefusedRetries = 5
+	// refused (its MaxSessions) is tried again, once another session ended
+	// (see refusedWait): sessions that just ended may still count at the
+	// server for a moment.
+	scpRefusedRetries = 10
 	// shellProbe is the command that tells a POSIX shell: only one expands
 	// $((…)) arithmetic (csh and fish refuse it, rssh and scponly refuse
 	// any command but scp).
@@ -584,7 +586,7 @@ func (u *scpRun) one(i int) {
 		// The server allows fewer sessions than were running: one fewer
 		// from now on (the token is kept), and this file waits for one
 		// to end.
-		time.Sleep(time.Duration(20<<try) * time.Millisecond)
+		time.Sleep(refusedWait(try))
 	}
 	r.End = time.Now()
 	if err == nil {
@@ -1295,4 +1297,10 @@ func asError(err error) *Error {
 		return te
 	}
 	return &Error{Class: ClassUnknown, Message: err.Error(), ExitCode: -1}
+}
+
+// refusedWait is the pause before try+1 of a session the server refused:
+// 20 ms doubling, at most half a second (about 3.5 s over every retry).
+func refusedWait(try int) time.Duration {
+	return min(time.Duration(20<<min(try, 8))*time.Millisecond, 500*time.Millisecond)
 }

@@ -86,7 +86,7 @@ func (u *scpRun) batch(idx []int) {
 			release()
 		}
 		if refused {
-			time.Sleep(time.Duration(20<<try) * time.Millisecond)
+			time.Sleep(refusedWait(try))
 		}
 	}
 	for _, i := range left {
@@ -312,25 +312,39 @@ func (u *scpRun) renameBatch(files []*batchFile) {
 				fin, fin, t, n, exitExists, t, fin, t, n, t, fin, fin, n, exitExists, n, exitLink)
 		}
 	}
-	proc, err := c.scpExec(u.ctx, u.m, b.String(), nil)
-	if err != nil {
-		for _, f := range todo {
-			u.res[f.i].Err = asError(err)
+	// The batch's own session may not be gone yet on a server that allows
+	// few sessions (MaxSessions): a refused rename session is tried again,
+	// as a refused batch is.
+	var proc *scpProc
+	var codes map[int]int
+	for try := 0; ; try++ {
+		var err error
+		proc, err = c.scpExec(u.ctx, u.m, b.String(), nil)
+		if err != nil {
+			for _, f := range todo {
+				u.res[f.i].Err = asError(err)
+			}
+			return
 		}
-		return
+		stopWatch := proc.watch(u.ctx, c.t.StallTimeout, time.Now().Add(deadlineBase))
+		proc.closeStdin()
+		codes = map[int]int{}
+		sc := bufio.NewScanner(proc.out)
+		for sc.Scan() {
+			var k, code int
+			if _, err := fmt.Sscanf(sc.Text(), "%d %d", &k, &code); err == nil {
+				codes[k] = code
+			}
+		}
+		proc.wait()
+		stopWatch()
+		if len(codes) > 0 || try >= scpRefusedRetries || u.ctx.Err() != nil || !sessionRefused(proc.stepErr(&first, 0, nil)) {
+			break
+		}
+		proc.stop()
+		time.Sleep(refusedWait(try))
 	}
 	defer proc.stop()
-	defer proc.watch(u.ctx, c.t.StallTimeout, time.Now().Add(deadlineBase))()
-	proc.closeStdin()
-	codes := map[int]int{}
-	sc := bufio.NewScanner(proc.out)
-	for sc.Scan() {
-		var k, code int
-		if _, err := fmt.Sscanf(sc.Text(), "%d %d", &k, &code); err == nil {
-			codes[k] = code
-		}
-	}
-	proc.wait()
 	said := lastLines(proc.recent(), 2)
 	for k, f := range files {
 		if !f.sent {

@@ -56,6 +56,10 @@ func (n *natsFlags) discover(ctx context.Context) (*nats.Conn, [][]agent.Instanc
 		return nil, nil, err
 	}
 	if len(found) == 0 {
+		if err := permissionDenied(nc); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
 		nc.Close()
 		return nil, nil, fmt.Errorf("no dropship agent answers on NATS at %s under the subject prefix %q (asked the control services, $SRV.INFO.%s): are they running, and are -nats and -prefix right?", n.url, n.prefix, events.ServiceName)
 	}

@@ -127,6 +127,10 @@ func TestAgentWithExactPermissions(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "permissions violation") || !strings.Contains(r.stderr, "publish to dropship.other.ctl.status") || strings.Contains(r.stderr, "is it running") {
 		t.Errorf("status of an agent the user may not ask: want a permission problem naming the subject:\n%s", r)
 	}
+	r = dropship(t, "status", "-c", e.cfg, "-all")
+	if r.code == 0 || !strings.Contains(r.stderr, "may not publish to $SRV.INFO.dropship") {
+		t.Errorf("status -all with a user that may not find the agents: want a permission problem naming the subject:\n%s", r)
+	}
 	// The agent's user may not read every agent's events: `dropship events`
 	// says so rather than wait for events that never come.
 	r = dropship(t, "events", "-c", e.cfg, "-json")

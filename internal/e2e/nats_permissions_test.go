@@ -14,6 +14,7 @@ import (
 	natstest "github.com/nats-io/nats-server/v2/test"
 
 	"github.com/dropship/dropship/events"
+	"github.com/dropship/dropship/internal/testpki"
 )
 
 // docPermissions is the nats-server configuration of docs/nats-permissions.md
@@ -253,4 +254,95 @@ func TestOperatorWithExactPermissions(t *testing.T) {
 			t.Errorf("a permission was refused:\n%s", p.logs())
 		}
 	}
+}
+
+// TestCheckNATSLogin: `dropship check` reports what is wrong with the
+// login and TLS of [nats], every problem at once with its line, and never
+// the secret.
+func TestCheckNATSLogin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	open := filepath.Join(dir, "token")
+	if err := os.WriteFile(open, []byte("t0ken\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lines := []string{
+		`[agent]`,                             // 1
+		`state_dir = "` + dir + `/state"`,     // 2
+		`[nats]`,                              // 3
+		`url = "127.0.0.1:4222"`,              // 4
+		`user = "agent"`,                      // 5: and a token
+		`password_file = "credential:pw"`,     // 6
+		`token_file = "` + open + `"`,         // 7: two logins; readable by others
+		`tls_cert_file = "` + dir + `/c.pem"`, // 8: no key
+	}
+	cfg := filepath.Join(dir, "agent.toml")
+	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := dropship(t, "check", "-c", cfg)
+	if r.code != 2 {
+		t.Fatalf("check of a bad [nats] login: %s", r)
+	}
+	for _, want := range []string{
+		":7: nats.token_file: NATS takes one way of logging in",
+		":7: nats.token_file: secret file " + open + " is open to group or others",
+		":8: nats.tls_cert_file: needs its private key",
+	} {
+		if !strings.Contains(r.stdout+r.stderr, want) {
+			t.Errorf("check does not say %q:\n%s", want, r)
+		}
+	}
+	if strings.Contains(r.stdout+r.stderr, "t0ken") {
+		t.Errorf("check shows the token:\n%s", r)
+	}
+}
+
+// TestAgentOverTLS: an agent with a CA, a client certificate and its key in
+// [nats] connects to a server that verifies clients, stores its events and
+// answers status; check -connect logs in the same way.
+func TestAgentOverTLS(t *testing.T) {
+	t.Parallel()
+	pki := testpki.New(t)
+	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{CertFile: pki.ServerCert, KeyFile: pki.ServerKey, CaFile: pki.CA, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := natstest.DefaultTestOptions
+	opts.Port, opts.JetStream, opts.StoreDir = -1, true, t.TempDir()
+	opts.TLSConfig, opts.TLS, opts.TLSVerify = tc, true, true
+	srv := natstest.RunServer(&opts)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	url := fmt.Sprintf("tls://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
+
+	e := newEnv(t)
+	key := e.secretFile("client-key.pem", mustReadFile(t, pki.ClientKey))
+	e.conf.get("[nats]").
+		set("url", url).
+		set("auto_create_stream", true).
+		set("tls_ca_file", pki.CA).
+		set("tls_cert_file", pki.ClientCert).
+		set("tls_key_file", key).
+		set("tls_server_name", testpki.ServerName)
+	e.writeConf()
+	if r := dropship(t, "check", "-connect", "-c", e.cfg); !strings.Contains(r.stdout, "nats: ok") {
+		t.Errorf("check -connect over TLS with a client certificate:\n%s", r)
+	}
+	a := startAgent(t, e.cfg)
+	if st := status(t, "-c", e.cfg); !st.NATSConnected || !st.Stream.Stored {
+		t.Errorf("status over TLS: %+v", st)
+	}
+	a.stop(10 * time.Second)
+}
+
+func mustReadFile(t testing.TB, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

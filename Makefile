@@ -77,6 +77,16 @@ bench:
 bench-wan:
 	DROPSHIP_BENCH_WAN=1 $(GO) test ./bench -run '^TestBenchWAN$$' -v -count=1 -timeout 90m
 
+## bench-fleet: issue 16's fleet benchmark: three agents against an R3 stream on a 3-node
+## JetStream cluster on loopback (in-process nats-servers): a 300-file burst per agent, then
+## leader step-downs, kills of the leader's node and a whole-cluster restart under traffic
+## (under a minute on 2 cores; needs the OpenSSH client). Prints events/s, delivery-to-stored
+## latency and the stalls beside issue 16's targets; saves bench/results/fleet-<UTC time>.md
+## and bench/results/fleet-latest.md. DROPSHIP_BENCH_QUICK=1 is a smoke run that saves nothing.
+.PHONY: bench-fleet
+bench-fleet:
+	DROPSHIP_BENCH_FLEET=1 $(GO) test ./bench -run '^TestBenchFleet$$' -v -count=1 -timeout 30m
+
 ## package-live: the packaged service under a real systemd: boots a minimal Debian 12 under
 ## systemd-nspawn (rootfs debootstrapped once, cached in /var/cache/dropship-live) and tests the
 ## .deb's unit live with an sshd as target, then the .rpm with `rpm --root`

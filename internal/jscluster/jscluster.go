@@ -101,18 +101,24 @@ func (c *Cluster) Stop() {
 // does) and waits until JetStream answers.
 func (c *Cluster) StartAll(t testing.TB) {
 	t.Helper()
+	if err := c.StartNodes(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitJetStream(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// StartNodes starts every stopped node together and returns once each
+// accepts connections, before JetStream has its leaders.
+func (c *Cluster) StartNodes() error {
 	errs := make([]error, len(c.Nodes))
 	var wg sync.WaitGroup
 	for i, nd := range c.Nodes {
 		wg.Go(func() { errs[i] = nd.start() })
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.WaitJetStream(30 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	return errors.Join(errs...)
 }
 
 // WaitJetStream waits until the cluster's JetStream API answers.

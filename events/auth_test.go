@@ -363,3 +363,40 @@ func TestCheckStreamWithoutPermission(t *testing.T) {
 		t.Errorf("Problem %q, Fix %q: want the permission named", c.Problem, c.Fix)
 	}
 }
+
+// TestOutageFromStart: a server not there at start is the outage's first
+// WARN; its coming up is the last, with how long it took.
+func TestOutageFromStart(t *testing.T) {
+	port := freePort(t)
+	rec := newRecorder()
+	b := connect(t, ConnectOptions{URL: fmt.Sprintf("127.0.0.1:%d", port), Logger: slog.New(rec), Waiting: func() int { return 3 }})
+	if b.Connected() {
+		t.Fatal("connected with no server")
+	}
+	if len(rec.lines(slog.LevelWarn, "not connected to NATS yet")) != 1 {
+		rec.dump(t)
+		t.Fatal("no WARN that NATS is not there at start")
+	}
+	runServer(t, port, t.TempDir())
+	waitConnected(t, b)
+	waitFor(t, "the WARN that NATS is there", func() bool { return len(rec.lines(slog.LevelWarn, "NATS is back after")) == 1 })
+	if back := rec.lines(slog.LevelWarn, "NATS is back after")[0]; !strings.Contains(back.msg, "3 events waited") {
+		t.Errorf("%q does not say how many events waited", back.msg)
+	}
+	if n := len(rec.lines(slog.LevelWarn, "")); n != 2 {
+		rec.dump(t)
+		t.Errorf("%d WARN lines, want 2", n)
+	}
+}
+
+func TestRedactURLsWithoutScheme(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:4222":               "nats://127.0.0.1:4222",
+		"agent:s3cret@127.0.0.1:4222":  "nats://agent:xxxxx@127.0.0.1:4222",
+		"t0ken@n1:4222, tls://n2:4222": "nats://xxxxx@n1:4222,tls://n2:4222",
+	} {
+		if got := redactURLs(in); got != want {
+			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/dropship/dropship/events"
 )
 
@@ -57,8 +59,15 @@ func (p *publisher) poke() {
 }
 
 const (
-	publishBatch   = 256
-	publishTimeout = 5 * time.Second // a stream check
+	publishBatch = 256
+	// publishTimeout bounds a stream check before publishing. It is short:
+	// a check sent while the stream has no leader (a node just died, the
+	// cluster is restarting) is never answered, events resume only once a
+	// check passed, and an unanswered check is asked again after retryMin;
+	// so events resume within about a second of the leader's election (at
+	// 5 s, a node kill stalled them 5 s). A healthy server answers in
+	// milliseconds.
+	publishTimeout = 750 * time.Millisecond
 	retryMin       = 100 * time.Millisecond
 	// retryMax is low: a lost ack or a leader change is over in seconds,
 	// and a reconnect retries at once anyway.
@@ -95,6 +104,12 @@ func (p *publisher) run() {
 			}
 			t := time.NewTimer(wait)
 			delay = min(delay*2, retryMax)
+			if unanswered(err) {
+				// The check itself waited publishTimeout: the stream
+				// has no leader yet. Ask again soon, so that events
+				// resume within a second of its election.
+				delay = retryMin
+			}
 			select {
 			case <-t.C:
 			case <-p.quitIfRunning(stopping):
@@ -125,6 +140,13 @@ func (p *publisher) run() {
 		}
 		t.Stop()
 	}
+}
+
+// unanswered reports whether err is a stream check nobody answered in
+// time, as while the stream or the cluster elects its leader.
+func unanswered(err error) bool {
+	var se streamError
+	return errors.As(err, &se) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout))
 }
 
 func (p *publisher) stopping() bool {

@@ -201,7 +201,7 @@ func selfCommand(exe, dir string, lookPath func(string) (string, error)) string 
 	if p, err := lookPath("dropship"); err == nil && sameFile(p, exe) {
 		return "dropship"
 	}
-	if filepath.Base(filepath.Dir(exe)) == "exe" && strings.Contains(exe, string(filepath.Separator)+"go-build") {
+	if goRunExecutable(exe) {
 		if root := moduleRoot(dir); root != "" {
 			rel, err := filepath.Rel(dir, filepath.Join(root, "cmd", "dropship"))
 			if err == nil {
@@ -216,6 +216,22 @@ func selfCommand(exe, dir string, lookPath func(string) (string, error)) string 
 		// commands printed are of use.
 	}
 	return shellQuote(exe)
+}
+
+// goRunExecutable reports whether exe is one go run built: in a temporary
+// go-build folder (…/go-build123/b001/exe/dropship) or, since Go 1.24, in the
+// build cache (…/go-build/98/98…a4-d/dropship).
+func goRunExecutable(exe string) bool {
+	dir := filepath.Dir(exe)
+	if parent := filepath.Base(dir); parent != "exe" && !strings.HasSuffix(parent, "-d") {
+		return false
+	}
+	for _, part := range strings.Split(filepath.Dir(dir), string(filepath.Separator)) {
+		if strings.HasPrefix(part, "go-build") {
+			return true
+		}
+	}
+	return false
 }
 
 func sameFile(a, b string) bool {

@@ -237,6 +237,7 @@ func TestSelfCommand(t *testing.T) {
 	onPath := func(string) (string, error) { return installed, nil }
 	notOnPath := func(string) (string, error) { return "", fs.ErrNotExist }
 	goRun := "/tmp/go-build1234567/b001/exe/dropship"
+	goRunCached := "/root/.cache/go-build/98/98946283d00b619c57e2be6a6b7f69d9c89d4afb86cb45f8d039cbe9c14f67a4-d/dropship"
 	for _, tc := range []struct {
 		exe, dir string
 		look     func(string) (string, error)
@@ -249,6 +250,9 @@ func TestSelfCommand(t *testing.T) {
 		{goRun, sub, notOnPath, "go run ."},
 		{goRun, other, notOnPath, "go run ../cmd/dropship"},
 		{goRun, t.TempDir(), notOnPath, goRun},
+		{goRunCached, sub, notOnPath, "go run ."},
+		{goRunCached, other, notOnPath, "go run ../cmd/dropship"},
+		{"/home/me/bin-d/dropship", root, notOnPath, "/home/me/bin-d/dropship"},
 	} {
 		if got := selfCommand(tc.exe, tc.dir, tc.look); got != tc.want {
 			t.Errorf("selfCommand(%q, %q) = %q, want %q", tc.exe, tc.dir, got, tc.want)

@@ -21,6 +21,7 @@ import (
 	"github.com/dropship/dropship/events"
 	"github.com/dropship/dropship/internal/config"
 	"github.com/dropship/dropship/internal/sshdtest"
+	"github.com/pkg/sftp"
 )
 
 // The benchmark's sizes and counts (issue 8).
@@ -601,6 +602,82 @@ func (b *bench) measureSets() {
 
 // --- (a) one 1 GiB file ----------------------------------------------------
 
+// pkgSFTPPut writes the 1 GiB file to dst with github.com/pkg/sftp's client
+// in this process, over an `ssh -s … sftp` session through the ControlMaster
+// at control: the library dropship's engine is built on, at its fastest
+// (File.ReadFrom). With work it also hashes the bytes in the same pass and
+// asks for fsync@openssh.com before the close, as dropship does. The CPU is
+// this process's (getrusage: nothing else here is busy meanwhile) plus the
+// session's ssh.
+func (b *bench) pkgSFTPPut(ctx context.Context, control, dst string, work bool) run {
+	t := b.t
+	args := append([]string{"-p", strconv.Itoa(b.w.port)}, b.w.muxOptions(control)...)
+	cmd := exec.CommandContext(ctx, "ssh", append(args, "-s", "--", b.w.login(), "sftp")...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	f, err := os.Open(b.big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var before, after syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &before); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := sftp.NewClientPipe(stdout, stdin, sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		t.Fatalf("pkg/sftp over %v: %v\n%s", cmd.Args, err, stderr.String())
+	}
+	rf, err := cl.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var src io.Reader = f
+	h := sha256.New()
+	if work {
+		// Sized, so that ReadFrom still sends with requests in flight.
+		src = &io.LimitedReader{R: io.TeeReader(f, h), N: b.p.big}
+	}
+	if _, err := rf.ReadFrom(src); err != nil {
+		t.Fatal(err)
+	}
+	if work {
+		if err := rf.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		_ = h.Sum(nil)
+	}
+	if err := rf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v: %v\n%s", cmd.Args, err, stderr.String())
+	}
+	res := run{wall: time.Since(start)}
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &after); err != nil {
+		t.Fatal(err)
+	}
+	res.cpu = time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) +
+		cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	b.expectFile(dst, b.p.big)
+	b.removeAll(dst)
+	return res
+}
+
 // bigTool is one way of moving the 1 GiB file of (a).
 type bigTool struct {
 	key   string
@@ -711,7 +788,7 @@ func (b *bench) measureBigFile() {
 			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-mux-r%d", r))
 			return overMux(func() run { return sendTo(sftpPut(mux, dst), dst) })
 		}},
-		{key: "sftp-mux-hash", label: "the same, with Go's crypto/sha256 hashing the file alongside (what hashing during the upload would cost; dropship hashes after it)", run: func(r int) run {
+		{key: "sftp-mux-hash", label: "the same, with Go's crypto/sha256 hashing the file alongside (the hash dropship takes in the same pass as it sends)", run: func(r int) run {
 			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-muxh-r%d", r))
 			hashed := make(chan error, 1)
 			go func() {
@@ -723,6 +800,14 @@ func (b *bench) measureBigFile() {
 				t.Fatal(err)
 			}
 			return res
+		}},
+		{key: "pkgsftp-mux", label: "github.com/pkg/sftp's own File.ReadFrom (64 requests in flight) over `ssh -s sftp` through a ControlMaster connection, in the benchmark's process: the Go SFTP library's ceiling here (no hash, no fsync)", run: func(r int) run {
+			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-pkgsftp-r%d", r))
+			return overMux(func() run { return b.pkgSFTPPut(ctx, mux, dst, false) })
+		}},
+		{key: "pkgsftp-mux-work", label: "the same, doing what dropship does besides: the sha256 in the same pass, fsync@openssh.com before the close", run: func(r int) run {
+			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-pkgsftpw-r%d", r))
+			return overMux(func() run { return b.pkgSFTPPut(ctx, mux, dst, true) })
 		}},
 		{key: "watch", label: "dropship: renamed into the watch folder → complete under its final remote name", run: func(r int) run {
 			before, err := snapCPU(b.w.agent.pid())
@@ -837,9 +922,9 @@ func (b *bench) measureBigFile() {
 	b.rep.add(row{sec: "d", what: "agent's total CPU during (a) (the dropship process, hash included, + its OpenSSH children)", value: perGiB(all), ref: scpRef,
 		ratio: ratio(all.Seconds(), scpCPU.Seconds()), target: fmt.Sprintf("≤ %.1f", targetAllCPU),
 		result: check(all.Seconds() <= targetAllCPU*scpCPU.Seconds())})
-	for _, k := range []string{"sftp", "sftp-mux", "send"} {
+	for _, k := range []string{"sftp", "sftp-mux", "pkgsftp-mux", "pkgsftp-mux-work", "send"} {
 		with := ", with its children"
-		if k == "sftp-mux" {
+		if strings.Contains(k, "-mux") {
 			with = ", with what the master spent meanwhile"
 		}
 		b.rep.add(row{sec: "d", what: "CPU of " + byKey[k].label + with, value: perGiB(median(byKey[k].cpu)), ref: scpRef,

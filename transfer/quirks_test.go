@@ -326,10 +326,11 @@ func TestFSyncBeforeRename(t *testing.T) {
 
 // Files are pipelined: many small files in one upload, on a server that
 // takes writeDelay for every write, overlap instead of each waiting for the
-// one before. The server serves at most sftp.SftpServerWorkerCount writes of
-// a session at once, so the best a client can do is N×delay/workers; the
-// bound is twice that, and a tenth of N×delay would need a server with
-// more than 10 workers.
+// one before. Each file is one write request, so the writes the server was
+// serving at once are files in flight; the server serves at most
+// sftp.SftpServerWorkerCount requests of a session at once, and a client
+// that keeps many files in flight fills at least half of them. (The time
+// taken is logged, not asserted: a loaded machine stretches it.)
 func TestManySmallFilesOverlap(t *testing.T) {
 	t.Parallel()
 	const n = 300
@@ -346,20 +347,22 @@ func TestManySmallFilesOverlap(t *testing.T) {
 	// Log in and open the session first: the figure is the files' alone.
 	warm := []Item{localItem(t, "warm", "warm.txt", content("warm", 10), remote, "warm.txt")}
 	wantDelivered(t, warm, upload(t, c, warm, Observer{}))
+	if got := srv.Stats().MaxWritesInFlight; got != 1 {
+		t.Fatalf("one file of one write: %d writes in flight at once, want 1", got)
+	}
 
 	start := time.Now()
 	res := upload(t, c, items, Observer{})
 	took := time.Since(start)
 	wantDelivered(t, items, res)
 	wantNoTempFiles(t, remote)
-	sequential := n * writeDelay
-	best := sequential / sftp.SftpServerWorkerCount
-	bound := sequential / (sftp.SftpServerWorkerCount / 2)
-	t.Logf("%d files with a %s write delay: %s (one after the other: at least %s; the server's best: %s; bound %s)", n, writeDelay, took.Round(time.Millisecond), sequential, best, bound)
-	if took > bound {
-		t.Errorf("%d files took %s, more than %s: files do not overlap", n, took, bound)
+	st := srv.Stats()
+	t.Logf("%d files with a %s write delay: %s (one after the other: at least %s; the server's best: %s); at most %d writes in flight",
+		n, writeDelay, took.Round(time.Millisecond), n*writeDelay, n*writeDelay/sftp.SftpServerWorkerCount, st.MaxWritesInFlight)
+	if want := sftp.SftpServerWorkerCount / 2; st.MaxWritesInFlight < want {
+		t.Errorf("at most %d writes of different files in flight at once, want at least %d: files do not overlap", st.MaxWritesInFlight, want)
 	}
-	if st := srv.Stats(); st.Sessions != 1 {
+	if st.Sessions != 1 {
 		t.Errorf("%d SFTP sessions, want 1", st.Sessions)
 	}
 }

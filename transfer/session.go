@@ -226,8 +226,11 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 // stretch of output: matching stays linear in the output size (the library's
 // string matchers re-scan the whole buffer for every rune).
 //
-// It also returns once the client has exited and the pty has been quiet for
-// a tick: everything the client wrote has been read by then. Something else
+// It also returns once the client has exited and the pty has then been
+// quiet for a whole tick, every moment of it after the exit: everything the
+// client wrote has been read by then. (A tick that began before the exit
+// does not count: the client's last words, say "Host key verification
+// failed.", may still be on their way through the pty.) Something else
 // may still hold the pty open: a ControlMaster keeps the stderr a mux client
 // passed it until the server has closed that session, which a slow or frozen
 // server can put off for as long as ssh's keepalives allow. That is not
@@ -235,6 +238,7 @@ func runSession(ctx context.Context, spec sessionSpec) (res sessionResult, err e
 func (s *session) readLoop(exited <-chan struct{}) {
 	lastOutput := time.Now()
 	for {
+		exitedBefore := isClosed(exited)
 		out, err := s.console.Expect(expect.WithTimeout(readTick), withMatcher(boundary{}))
 		if out != "" {
 			lastOutput = time.Now()
@@ -245,16 +249,12 @@ func (s *session) readLoop(exited <-chan struct{}) {
 			continue
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			select {
-			case <-exited:
-				if out == "" {
-					// Quiet since the exit: done. Whatever is left
-					// of the client's group goes with it.
-					_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-					s.tok.Flush()
-					return
-				}
-			default:
+			if exitedBefore && out == "" {
+				// Quiet for a tick since the exit: done. Whatever
+				// is left of the client's group goes with it.
+				_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+				s.tok.Flush()
+				return
 			}
 			if time.Since(lastOutput) >= idleCheck {
 				s.checkPrompt(true)
@@ -264,6 +264,16 @@ func (s *session) readLoop(exited <-chan struct{}) {
 		// EOF, EIO (the last slave closed) or a closed console.
 		s.tok.Flush()
 		return
+	}
+}
+
+// isClosed reports whether ch is closed, without waiting.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -413,6 +413,8 @@ func (f *file) Close() error {
 // WriteAt stores p at off, unless a fault says otherwise.
 func (f *file) WriteAt(p []byte, off int64) (int, error) {
 	c := f.h.conn
+	c.srv.writeBegan()
+	defer c.srv.writeEnded()
 	faults := c.srv.Faults()
 	if faults.WriteDelay > 0 {
 		c.sleep(faults.WriteDelay)

@@ -135,6 +135,12 @@ type Stats struct {
 	// BytesWritten is the file data stored by SSH_FXP_WRITE requests (what
 	// a client sent, not what ended up in files).
 	BytesWritten int64
+
+	// MaxWritesInFlight is the most SSH_FXP_WRITE requests the server was
+	// serving at one moment, over all sessions: with Faults.WriteDelay it
+	// shows whether a client keeps several writes (of one file or of many)
+	// in flight or waits for each answer.
+	MaxWritesInFlight int
 }
 
 // Server is a running SSH server with the SFTP subsystem.
@@ -155,6 +161,8 @@ type Server struct {
 	conns  map[*conn]struct{}
 	stats  Stats
 	ops    []Op // see Ops
+
+	writesInFlight int // SSH_FXP_WRITE requests being served; see Stats.MaxWritesInFlight
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -254,6 +262,20 @@ func (s *Server) Stats() Stats {
 		st.AuthFailures[k] = v
 	}
 	return st
+}
+
+// writeBegan and writeEnded bracket the serving of one write request.
+func (s *Server) writeBegan() {
+	s.mu.Lock()
+	s.writesInFlight++
+	s.stats.MaxWritesInFlight = max(s.stats.MaxWritesInFlight, s.writesInFlight)
+	s.mu.Unlock()
+}
+
+func (s *Server) writeEnded() {
+	s.mu.Lock()
+	s.writesInFlight--
+	s.mu.Unlock()
 }
 
 // Close stops listening, closes every connection and waits for all of the

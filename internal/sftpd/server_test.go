@@ -398,6 +398,9 @@ func TestFaultWriteDelay(t *testing.T) {
 	if d := time.Since(begin); d < delay {
 		t.Fatalf("upload took %v, want at least one WriteDelay (%v)", d, delay)
 	}
+	if n := fx.srv.Stats().MaxWritesInFlight; n != 1 {
+		t.Errorf("MaxWritesInFlight = %d after one write request, want 1", n)
+	}
 }
 
 // TestControlMaster runs sftp sessions through one `ssh -N` master

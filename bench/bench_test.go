@@ -809,7 +809,7 @@ func (b *bench) measureBigFile() {
 			dst := filepath.Join(b.w.scratch, fmt.Sprintf("big-pkgsftpw-r%d", r))
 			return overMux(func() run { return b.pkgSFTPPut(ctx, mux, dst, true) })
 		}},
-		{key: "watch", label: "dropship: renamed into the watch folder → complete under its final remote name", run: func(r int) run {
+		{key: "watch", label: "dropship: renamed into the watch folder → complete under its final remote name (sha256 in the same pass, fsync@openssh.com before the rename)", run: func(r int) run {
 			before, err := snapCPU(b.w.agent.pid())
 			if err != nil {
 				t.Fatal(err)

@@ -106,7 +106,10 @@ type Client struct {
 	scrub  *scrubber
 	slots  chan int
 	budget *budget
-	ownDir string // a ControlDir of its own, removed by Close
+	// stripeRTT is the round trip from which big files are striped
+	// (stripeMinRTT; tests on loopback lower it).
+	stripeRTT time.Duration
+	ownDir    string // a ControlDir of its own, removed by Close
 
 	resumeWarn sync.Once // the warning that checkpoints cannot be written
 
@@ -163,8 +166,10 @@ func NewClient(t Target, opts Options) (*Client, error) {
 		scrub:  newScrubber(t.Password, t.Passphrase),
 		slots:  make(chan int, t.Connections*UploadsPerSession),
 		budget: newBudget(int64(t.Connections) * sessionBudget),
-		dirs:   map[string]*dirState{},
-		conns:  make([]*sftpConn, t.Connections),
+
+		stripeRTT: stripeMinRTT,
+		dirs:      map[string]*dirState{},
+		conns:     make([]*sftpConn, t.Connections),
 
 		dialEnded: make(chan struct{}),
 	}

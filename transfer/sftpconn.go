@@ -55,6 +55,9 @@ type sftpConn struct {
 	// and pending the requests without one yet: the stall watchdog's input.
 	activity atomic.Int64
 	pending  atomic.Int64
+	// rtt is the shortest time a request took (nanoseconds; 0 before the
+	// first): the session's round trip, near enough.
+	rtt atomic.Int64
 
 	// sink receives ssh's lines while an upload uses the session; without
 	// one they go to the client's OnConnectionLine.
@@ -289,14 +292,27 @@ func (s *sftpConn) idleFor(now time.Time) time.Duration {
 	return now.Sub(time.Unix(0, s.activity.Load()))
 }
 
-// do runs one request, counted for the stall watchdog.
+// do runs one request, counted for the stall watchdog and timed for the
+// session's round trip.
 func (s *sftpConn) do(f func() error) error {
 	s.pending.Add(1)
+	start := time.Now()
 	err := f()
+	took := int64(max(time.Since(start), 1))
 	s.pending.Add(-1)
 	s.touch()
+	for {
+		old := s.rtt.Load()
+		if old != 0 && old <= took || s.rtt.CompareAndSwap(old, took) {
+			break
+		}
+	}
 	return err
 }
+
+// minRTT is the shortest time a request of the session took: its round
+// trip, or more. 0 before its first request.
+func (s *sftpConn) minRTT() time.Duration { return time.Duration(s.rtt.Load()) }
 
 // sessionArgs is the argv of an SFTP session's ssh through the shared
 // connection at controlPath: it never prompts (BatchMode=yes comes before the

@@ -3,6 +3,7 @@ package transfer
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"testing"
 
 	"github.com/dropship/dropship/internal/sftpd"
@@ -18,6 +19,7 @@ func TestBigFileIsStriped(t *testing.T) {
 	tg.Identity = key
 	tg.Connections = 1
 	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t)})
+	c.stripeRTT = 0 // loopback is nearer than striping pays for
 	data := content("striped", stripeMin+3*chunkSize+123)
 	items := []Item{localItem(t, "big", "big.bin", data, t.TempDir(), "big.bin")}
 	res := upload(t, c, items, Observer{})
@@ -34,4 +36,31 @@ func TestBigFileIsStriped(t *testing.T) {
 		t.Errorf("%d logins, want 1", st.Logins)
 	}
 	wantNoTempFiles(t, items[0].RemoteDir)
+}
+
+// On loopback a big file goes over one session: one channel's window is no
+// limit that near, and more sessions would only cost CPU. (The connection is
+// warmed first, as an agent's is: the round trip is the fastest answer of
+// many requests, and on a loaded machine a few may all be slow.)
+func TestBigFileNearbyIsNotStriped(t *testing.T) {
+	t.Parallel()
+	acct, key := keyAccount(t)
+	srv, tg := startSFTPD(t, acct, sftpd.Config{})
+	tg.Identity = key
+	tg.Connections = 1
+	c := newClient(t, tg, Options{Atomic: true, Overwrite: true, ControlDir: controlDir(t)})
+	remote := t.TempDir()
+	var warm []Item
+	for i := range 50 {
+		name := fmt.Sprintf("warm%02d", i)
+		warm = append(warm, localItem(t, name, name, content(name, 100), remote, name))
+	}
+	wantDelivered(t, warm, upload(t, c, warm, Observer{}))
+
+	data := content("nearby", stripeMin+chunkSize)
+	items := []Item{localItem(t, "big", "big.bin", data, remote, "big.bin")}
+	wantDelivered(t, items, upload(t, c, items, Observer{}))
+	if st := srv.Stats(); st.Sessions != 1 {
+		t.Errorf("%d SFTP sessions for a %d-byte file on loopback, want 1", st.Sessions, len(data))
+	}
 }

@@ -526,15 +526,16 @@ func streamConfig(s StreamSetup) jetstream.StreamConfig {
 	return cfg
 }
 
-// subjectCovers reports whether every subject matching sub also matches
-// pattern.
-func subjectCovers(pattern, sub string) bool {
+// SubjectCovers reports whether every subject matching sub (a subject, or a
+// pattern with wildcards) also matches pattern: "a.>" covers "a.*" and
+// "a.b.>", "a.*" covers "a.b" but not "a.>".
+func SubjectCovers(pattern, sub string) bool {
 	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
 	for i, p := range pt {
 		if p == ">" {
 			return len(st) > i
 		}
-		if i >= len(st) {
+		if i >= len(st) || st[i] == ">" {
 			return false
 		}
 		if p != "*" && p != st[i] {

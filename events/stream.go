@@ -258,7 +258,7 @@ func shellCommand(args []string) string {
 func uncovered(have, want []string) []string {
 	var missing []string
 	for _, s := range want {
-		if !slices.ContainsFunc(have, func(h string) bool { return subjectCovers(h, s) }) {
+		if !slices.ContainsFunc(have, func(h string) bool { return SubjectCovers(h, s) }) {
 			missing = append(missing, s)
 		}
 	}

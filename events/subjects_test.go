@@ -50,7 +50,7 @@ func TestSubjectsMatchOnlyTheirKind(t *testing.T) {
 		}
 		other = append(other, s.Control(ControlStatus), s.Control(ControlRetry))
 		matches := func(subj string) bool {
-			return slices.ContainsFunc(AllLifecycle(prefix), func(p string) bool { return subjectCovers(p, subj) })
+			return slices.ContainsFunc(AllLifecycle(prefix), func(p string) bool { return SubjectCovers(p, subj) })
 		}
 		for _, subj := range lifecycle {
 			if !matches(subj) {
@@ -151,9 +151,13 @@ func TestSubjectCovers(t *testing.T) {
 		{"a.b", "a.*", false},
 		{"a.*.c", "a.b.d", false},
 		{">", "dropship.*.agent.*", true},
+		{"a.*", "a.>", false},
+		{"a.>", "a.*", true},
+		{"a.>", "a.b.>", true},
+		{"a.b.>", "a.>", false},
 	} {
-		if got := subjectCovers(tc.pattern, tc.sub); got != tc.want {
-			t.Errorf("subjectCovers(%q, %q) = %v, want %v", tc.pattern, tc.sub, got, tc.want)
+		if got := SubjectCovers(tc.pattern, tc.sub); got != tc.want {
+			t.Errorf("SubjectCovers(%q, %q) = %v, want %v", tc.pattern, tc.sub, got, tc.want)
 		}
 	}
 }

@@ -166,7 +166,7 @@ func planSubscriptions(f events.Filter, prefix string, shown []string, terminal 
 		if matchesAny(lifecycle, s) {
 			p.replay = append(p.replay, s)
 		}
-		if terminal && slices.ContainsFunc(transfers, func(t string) bool { return subjectCovers(t, s) }) {
+		if terminal && slices.ContainsFunc(transfers, func(t string) bool { return events.SubjectCovers(t, s) }) {
 			p.bars = true
 		}
 	}
@@ -182,7 +182,7 @@ func planSubscriptions(f events.Filter, prefix string, shown []string, terminal 
 		p.subscribe = append(p.subscribe, s...)
 	}
 	for _, s := range shown {
-		if !slices.ContainsFunc(p.subscribe, func(have string) bool { return subjectCovers(have, s) }) {
+		if !slices.ContainsFunc(p.subscribe, func(have string) bool { return events.SubjectCovers(have, s) }) {
 			p.subscribe = append(p.subscribe, s)
 		}
 	}

@@ -637,7 +637,7 @@ func TestSubscriptionPlan(t *testing.T) {
 		// Subscriptions never overlap: a message is delivered once.
 		for i, a := range p.subscribe {
 			for _, b := range p.subscribe[i+1:] {
-				if subjectCovers(a, b) || subjectCovers(b, a) {
+				if events.SubjectCovers(a, b) || events.SubjectCovers(b, a) {
 					t.Errorf("%+v: %s and %s overlap", tc.filter, a, b)
 				}
 			}

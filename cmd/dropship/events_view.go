@@ -435,27 +435,9 @@ func (s *idSet) add(id string) bool {
 // matchesAny reports whether subject matches one of the patterns.
 func matchesAny(patterns []string, subject string) bool {
 	for _, p := range patterns {
-		if subjectCovers(p, subject) {
+		if events.SubjectCovers(p, subject) {
 			return true
 		}
 	}
 	return false
-}
-
-// subjectCovers reports whether every subject matching sub (a subject or a
-// pattern with wildcards) also matches pattern.
-func subjectCovers(pattern, sub string) bool {
-	pt, st := strings.Split(pattern, "."), strings.Split(sub, ".")
-	for i, p := range pt {
-		if p == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || st[i] == ">" {
-			return false
-		}
-		if p != "*" && p != st[i] {
-			return false
-		}
-	}
-	return len(pt) == len(st)
 }

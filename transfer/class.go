@@ -34,6 +34,7 @@ const (
 	ClassLocalChanged     Class = "local-changed"     // the file changed (or was replaced) between its check and its rename
 	ClassUnsafePath       Class = "unsafe-path"       // the path leads outside the watched folder, or to something that is not a regular file of it
 	ClassRemoteExists     Class = "remote-exists"     // the remote file exists and overwrite = false
+	ClassSourceChanged    Class = "source-changed"    // a remote source's file changed between its listing and its fetch, or after it
 	ClassCanceled         Class = "canceled"          // the agent stopped the transfer (shutdown)
 	ClassUnknown          Class = "unknown"           // nothing recognizable; treated as transient
 )
@@ -66,6 +67,7 @@ var classes = map[Class]classInfo{
 	ClassLocalChanged:     {},
 	ClassUnsafePath:       {},
 	ClassRemoteExists:     {},
+	ClassSourceChanged:    {},
 	ClassCanceled:         {retryable: true},
 	ClassUnknown:          {retryable: true},
 }

@@ -39,6 +39,10 @@ type Faults struct {
 	// crashed server would. The write that reaches the limit is not stored.
 	DisconnectAfter int64
 
+	// DisconnectAfterRead > 0 does the same once a file opened for reading
+	// has served this many bytes (a download interrupted by a crash).
+	DisconnectAfterRead int64
+
 	// HangAfter > 0 freezes the connection once a file has received this
 	// many bytes: the server stops reading from and writing to it, so the
 	// client's keepalives go unanswered while TCP stays open. The connection

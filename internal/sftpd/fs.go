@@ -72,7 +72,25 @@ func (h *handlers) Fileread(r *sftp.Request) (io.ReaderAt, error) {
 		return nil, h.record(OpRead, r.Filepath, "", err)
 	}
 	h.record(OpRead, r.Filepath, "", nil)
-	return f, nil
+	return &readFile{File: f, h: h}, nil
+}
+
+// readFile is a file being downloaded.
+type readFile struct {
+	*os.File
+	h    *handlers
+	sent atomic.Int64 // bytes of file data served
+}
+
+// ReadAt serves p from off, unless a fault says otherwise.
+func (f *readFile) ReadAt(p []byte, off int64) (int, error) {
+	c := f.h.conn
+	if n := c.srv.Faults().DisconnectAfterRead; n > 0 && f.sent.Add(int64(len(p))) >= n {
+		f.h.log.Info("sftpd fault: closing the connection", logFault, "DisconnectAfterRead", logPath, f.Name(), "sent", f.sent.Load())
+		c.drop()
+		return 0, sftp.ErrSSHFxConnectionLost
+	}
+	return f.File.ReadAt(p, off)
 }
 
 // Filewrite opens a file for an upload.

@@ -22,6 +22,7 @@ type Config struct {
 	NATS    NATS
 	Targets []Target
 	Watches []Watch
+	Sources []Source
 }
 
 // Agent is the [agent] table.
@@ -137,7 +138,10 @@ type Watch struct {
 	After          string // archive, delete or keep
 	ArchiveDir     string // set when After is "archive"; defaults to <path>/.dropship-sent
 	FailedDir      string // empty: failed files stay where they are
-	Line           int    // line of its [[watch]] header; 0 when not from a file
+	// Source is the [[source]] whose spool this is (see SpoolWatch); "" for
+	// a configured watch.
+	Source string
+	Line   int // line of its [[watch]] header; 0 when not from a file
 }
 
 // The values After may take.

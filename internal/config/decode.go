@@ -48,6 +48,7 @@ type parsed struct {
 	nats    *table // nil when there is no [nats]
 	targets []*table
 	watches []*table
+	sources []*table
 }
 
 func parse(src, file, dir string) *parsed {
@@ -96,6 +97,13 @@ func parse(src, file, dir string) *parsed {
 		cfg.Targets = append(cfg.Targets, tg)
 		tables = append(tables, t)
 	}
+	p.sources = root.array("source")
+	for _, t := range p.sources {
+		var src Source
+		t.source(&src)
+		cfg.Sources = append(cfg.Sources, src)
+		tables = append(tables, t)
+	}
 	p.watches = root.array("watch")
 	for _, t := range p.watches {
 		var w Watch
@@ -108,6 +116,7 @@ func parse(src, file, dir string) *parsed {
 		t.unknown()
 	}
 	p.crossCheck(cfg)
+	p.crossCheckSources(cfg)
 	p.cfg = cfg
 	return p
 }
@@ -600,7 +609,7 @@ func (d *decoder) sectionsWith(k string) []string {
 		d.sections = sectionKeys()
 	}
 	var where []string
-	for _, s := range []string{"[agent]", "[nats]", "[[target]]", "[[watch]]"} {
+	for _, s := range []string{"[agent]", "[nats]", "[[target]]", "[[watch]]", "[[source]]"} {
 		if slices.Contains(d.sections[s], k) {
 			where = append(where, s)
 		}
@@ -612,12 +621,13 @@ func (d *decoder) sectionsWith(k string) []string {
 func sectionKeys() map[string][]string {
 	d := &decoder{loc: &locator{}}
 	empty := func() *table { return &table{d: d, raw: map[string]any{}} }
-	a, n, tg, w := empty(), empty(), empty(), empty()
+	a, n, tg, w, src := empty(), empty(), empty(), empty(), empty()
 	a.agent(&Agent{})
 	n.nats(&NATS{})
 	tg.target(&Target{})
 	w.watch(&Watch{})
-	return map[string][]string{"[agent]": a.known, "[nats]": n.known, "[[target]]": tg.known, "[[watch]]": w.known}
+	src.source(&Source{})
+	return map[string][]string{"[agent]": a.known, "[nats]": n.known, "[[target]]": tg.known, "[[watch]]": w.known, "[[source]]": src.known}
 }
 
 // maxSuggestLen bounds the names closest compares, as the edit distance
@@ -818,31 +828,7 @@ func (t *table) watch(w *Watch) {
 	if t.required("path", &w.Path) && !t.filePath("path", &w.Path, false) {
 		w.Path = ""
 	}
-	switch {
-	case t.has("target") && t.has("targets"):
-		t.lookup("target")
-		t.lookup("targets")
-		t.problem("targets", "set either target (one) or targets (several), not both")
-	case t.has("targets"):
-		if t.stringList("targets", &w.Targets, checkTargetName) {
-			seen := map[string]bool{}
-			for _, n := range w.Targets {
-				if seen[n] {
-					t.problem("targets", fmt.Sprintf("names target %q twice", n))
-				}
-				seen[n] = true
-			}
-			if len(w.Targets) == 0 {
-				t.problem("targets", `must name at least one target, as in targets = ["acme", "backup"]`)
-			} else {
-				w.Target = w.Targets[0]
-			}
-		}
-	default:
-		if t.required("target", &w.Target) {
-			w.Targets = []string{w.Target}
-		}
-	}
+	w.Target, w.Targets = t.targetNames()
 	t.boolean("recursive", &w.Recursive)
 	if t.stringList("include", &w.Include, checkGlob) && len(w.Include) == 0 {
 		t.problem("include", `must not be empty, or no file would ever be sent; ["*"] includes every file`)
@@ -886,6 +872,38 @@ func (t *table) watch(w *Watch) {
 		}
 		w.Routes = append(w.Routes, r)
 	}
+}
+
+// targetNames reads target = "a" or targets = ["a", "b"]: the first and all.
+func (t *table) targetNames() (string, []string) {
+	switch {
+	case t.has("target") && t.has("targets"):
+		t.lookup("target")
+		t.lookup("targets")
+		t.problem("targets", "set either target (one) or targets (several), not both")
+	case t.has("targets"):
+		var names []string
+		if t.stringList("targets", &names, checkTargetName) {
+			seen := map[string]bool{}
+			for _, n := range names {
+				if seen[n] {
+					t.problem("targets", fmt.Sprintf("names target %q twice", n))
+				}
+				seen[n] = true
+			}
+			if len(names) == 0 {
+				t.problem("targets", `must name at least one target, as in targets = ["acme", "backup"]`)
+				return "", nil
+			}
+			return names[0], names
+		}
+	default:
+		var name string
+		if t.required("target", &name) {
+			return name, []string{name}
+		}
+	}
+	return "", nil
 }
 
 // nested returns the elements of the array of tables k inside t, such as

@@ -23,6 +23,12 @@ func (p *parsed) checkFiles() {
 		t.checkSecret("identity_file", tg.IdentityFile, checkIdentity)
 		t.checkSecret("passphrase_file", tg.PassphraseFile, checkSecret)
 	}
+	for i, t := range p.sources {
+		c := &cfg.Sources[i].Conn
+		t.checkSecret("password_file", c.PasswordFile, checkSecret)
+		t.checkSecret("identity_file", c.IdentityFile, checkIdentity)
+		t.checkSecret("passphrase_file", c.PassphraseFile, checkSecret)
+	}
 
 	real := make([]string, len(cfg.Watches)) // watched folders, symlinks resolved
 	for i, t := range p.watches {

@@ -297,13 +297,14 @@ func (e Event) AgentState() (AgentState, bool) {
 	return AgentState(state), true
 }
 
-// Durable reports whether e is a transfer lifecycle or agent event: those go
+// Durable reports whether e is a transfer lifecycle, fetch or agent event: those go
 // through the outbox and [Bus.PublishDurable]; progress and log events go
 // through [Bus.PublishBestEffort].
 func (e Event) Durable() bool {
 	_, transfer := e.TransferState()
 	_, agent := e.AgentState()
-	return transfer || agent
+	_, fetch := e.FetchState()
+	return transfer || agent || fetch
 }
 
 // Transfer decodes the data of a transfer lifecycle event.

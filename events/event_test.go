@@ -132,6 +132,19 @@ func goldenEvents(t *testing.T) map[string]Event {
 	agent.Error = "watch /srv/drop/globex: no such file or directory"
 	add(NewAgent(s, AgentError, agent))
 
+	// A relay: the customer's server is listed, a file fetched into the
+	// spool, then deleted from the server once every target has it.
+	customer := TargetRef{Name: "customer", Host: "sftp.customer.example", Port: 22}
+	spooled := "/var/lib/dropship/spool/customer/orders/2025-03-14.csv"
+	mtime := goldenStart.Add(-3 * time.Minute).Truncate(time.Second)
+	add(NewFetch(s, FetchListed, FetchData{Source: customer, RemotePath: "/outgoing", Files: 1, Targets: []string{"acme", "backup"}}))
+	fetched := FetchData{Source: customer, RemotePath: "/outgoing/orders/2025-03-14.csv", LocalPath: spooled, SizeBytes: 18304, ModTime: &mtime,
+		SHA256: "4b1f0c9e2d7a8b6c5e3f1a0d9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b", Targets: []string{"acme", "backup"}}
+	add(NewFetch(s, FetchFetched, fetched))
+	add(NewFetch(s, FetchFailed, FetchData{Source: customer, RemotePath: "/outgoing",
+		Error: &ErrorInfo{Class: "connect-refused", Message: "ssh: connect to host sftp.customer.example port 22: Connection refused", Retryable: true}}))
+	add(NewFetch(s, FetchSourceDeleted, fetched))
+
 	// Fixed ids and times, as in a real run: the agent starts, the file is
 	// queued, the first attempt times out, the second completes (or, in the
 	// failed example, is refused).
@@ -148,6 +161,10 @@ func goldenEvents(t *testing.T) map[string]Event {
 		TypeAgentError:         time.Hour + time.Second,
 		TypeAgentStopping:      2 * time.Hour,
 		TypeTransferPostFailed: 26*time.Second + 500*time.Millisecond,
+		TypeFetchListed:        -time.Second,
+		TypeFetchFetched:       -500 * time.Millisecond,
+		TypeFetchFailed:        3 * time.Hour,
+		TypeFetchSourceDeleted: 27 * time.Second,
 	}
 	for i, typ := range allTypes {
 		ev, ok := evs[typ]
@@ -177,6 +194,7 @@ var allTypes = []string{
 	TypeProgress, TypeLog,
 	TypeAgentStarted, TypeAgentReloaded, TypeAgentStopping, TypeAgentError,
 	TypeTransferPostFailed,
+	TypeFetchListed, TypeFetchFetched, TypeFetchFailed, TypeFetchSourceDeleted,
 }
 
 // TestGoldenEnvelopes pins the JSON of every event type, as subscribers and

@@ -148,6 +148,12 @@ func subjectsTable() string {
 	fmt.Fprintf(&b, "| OpenSSH output lines | `%s` | core NATS, best effort | %s |\n", s.Log("<target>"), sub("log"))
 	fmt.Fprintf(&b, "| agent (`<state>`: %s) | `%s` | JetStream, at least once | %s |\n",
 		states(agentStates...), s.AgentEvent("<state>"), sub("agent"))
+	var fetchStates []string
+	for _, st := range events.FetchStates {
+		fetchStates = append(fetchStates, string(st))
+	}
+	fmt.Fprintf(&b, "| fetch, of a [[source]] (`<state>`: %s) | `%s` | JetStream, at least once | `%s` |\n",
+		states(fetchStates...), s.Fetch("<source>", "<state>"), events.AllFetch(docPrefix))
 	fmt.Fprintf(&b, "| control service `%s` (`<endpoint>`: %s, %s) | `%s` | request-reply | `%s` |\n",
 		events.ServiceName, events.ControlStatus, events.ControlRetry, s.Control("<endpoint>"),
 		events.Subjects{Prefix: docPrefix, Agent: "*"}.Control("*"))
@@ -166,12 +172,19 @@ func eventTypesTable(t *testing.T) string {
 			data, filter = "[transfer](#transfer-data)", string(st)
 		} else if st, ok := ev.AgentState(); ok {
 			data, filter = "[agent](#agent-data)", "agent."+string(st)
+		} else if _, ok := ev.FetchState(); ok {
+			data, filter = "[fetch](#fetch-data)", ""
 		} else if typ == events.TypeProgress {
 			data, filter = "[progress](#progress-data)", "progress"
 		} else {
 			data, filter = "[log](#log-data)", "log"
 		}
-		fmt.Fprintf(&b, "| [`%s`](#%s) | `%s` | %s | `%s` |\n", typ, strings.ReplaceAll(typ, ".", ""), subjectOf(t, ev), data, filter)
+		if filter == "" {
+			filter = "(not shown)"
+		} else {
+			filter = "`" + filter + "`"
+		}
+		fmt.Fprintf(&b, "| [`%s`](#%s) | `%s` | %s | %s |\n", typ, strings.ReplaceAll(typ, ".", ""), subjectOf(t, ev), data, filter)
 	}
 	return b.String()
 }
@@ -181,6 +194,7 @@ var docTypes = []string{
 	events.TypeTransferQueued, events.TypeTransferStarted, events.TypeTransferRetrying,
 	events.TypeTransferCompleted, events.TypeTransferFailed, events.TypeTransferPostFailed, events.TypeProgress, events.TypeLog,
 	events.TypeAgentStarted, events.TypeAgentReloaded, events.TypeAgentStopping, events.TypeAgentError,
+	events.TypeFetchListed, events.TypeFetchFetched, events.TypeFetchFailed, events.TypeFetchSourceDeleted,
 }
 
 // classesTable lists transfer's error classes in the order they are
@@ -359,6 +373,7 @@ func TestDocsDescribeEveryField(t *testing.T) {
 		"events.Progress":  events.Progress{},
 		"events.Log":       events.Log{},
 		"events.Agent":     events.Agent{},
+		"events.FetchData": events.FetchData{},
 	} {
 		begin := "<!-- fields: " + name + " -->\n"
 		i := bytes.Index(doc, []byte(begin))

@@ -315,6 +315,9 @@ func subjectOf(t *testing.T, ev events.Event) string {
 	if st, ok := ev.AgentState(); ok {
 		return s.AgentEvent(st)
 	}
+	if st, ok := ev.FetchState(); ok {
+		return s.Fetch("customer", st)
+	}
 	switch ev.Type {
 	case events.TypeProgress:
 		return s.Progress("acme")

@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -87,11 +88,27 @@ type Op struct {
 	Put    *Record
 	Delete string
 	Events []Event
+	// Fetched records a version fetched from a remote source.
+	Fetched *Fetched
 }
 
+// Fetched is a version of a file of a remote source that was fetched: it
+// is not fetched again while the source lists it with this size and mtime.
+type Fetched struct {
+	Source    string    `json:"source"`
+	Rel       string    `json:"rel"`
+	Size      int64     `json:"size"`
+	ModTime   time.Time `json:"mtime"`
+	SHA256    string    `json:"sha256"`
+	FetchedAt time.Time `json:"fetched_at"`
+}
+
+func fetchedKey(source, rel string) []byte { return []byte(source + "\x00" + rel) }
+
 var (
-	filesBucket  = []byte("files")
-	outboxBucket = []byte("outbox")
+	filesBucket   = []byte("files")
+	outboxBucket  = []byte("outbox")
+	fetchedBucket = []byte("fetched")
 )
 
 // ErrLocked says another process holds the journal.
@@ -120,7 +137,7 @@ func Open(path string) (*Journal, error) {
 		return nil, fmt.Errorf("open journal %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{filesBucket, outboxBucket} {
+		for _, b := range [][]byte{filesBucket, outboxBucket, fetchedBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -162,6 +179,15 @@ func (j *Journal) Apply(ops ...Op) error {
 			}
 			if op.Delete != "" {
 				if err := files.Delete([]byte(op.Delete)); err != nil {
+					return err
+				}
+			}
+			if f := op.Fetched; f != nil {
+				b, err := json.Marshal(f)
+				if err != nil {
+					return err
+				}
+				if err := tx.Bucket(fetchedBucket).Put(fetchedKey(f.Source, f.Rel), b); err != nil {
 					return err
 				}
 			}
@@ -258,4 +284,39 @@ func seqKey(seq uint64) []byte {
 	k := make([]byte, 8)
 	binary.BigEndian.PutUint64(k, seq)
 	return k
+}
+
+// FetchedOf returns the versions fetched from source, by relative path.
+func (j *Journal) FetchedOf(source string) (map[string]Fetched, error) {
+	out := map[string]Fetched{}
+	prefix := []byte(source + "\x00")
+	err := j.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(fetchedBucket).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var f Fetched
+			if err := json.Unmarshal(v, &f); err != nil {
+				return fmt.Errorf("decode fetched version %q: %w", k, err)
+			}
+			out[f.Rel] = f
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Forget drops what the journal remembers of the fetched versions rels of
+// source.
+func (j *Journal) Forget(source string, rels []string) error {
+	if len(rels) == 0 {
+		return nil
+	}
+	return j.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(fetchedBucket)
+		for _, rel := range rels {
+			if err := b.Delete(fetchedKey(source, rel)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -186,3 +186,16 @@ func MatchPattern(pattern, rel string) bool {
 	p, err := compilePattern(pattern)
 	return err == nil && p.match(rel)
 }
+
+// Ignored reports whether rel (slash-separated) is never sent whatever the
+// include patterns say: a dotfile, a file in a dot-folder, or a temporary
+// name such as x.part.
+func Ignored(rel string) bool {
+	elems := strings.Split(rel, "/")
+	for _, e := range elems[:len(elems)-1] {
+		if ignoredName(e) {
+			return true
+		}
+	}
+	return ignoredFileName(elems[len(elems)-1])
+}

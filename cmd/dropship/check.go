@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/dropship/dropship/internal/agent"
@@ -15,7 +16,7 @@ import (
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", "[-c FILE] [-connect]", stderr)
 	file := fs.String("c", DefaultConfig, "configuration `file`")
-	connect := fs.Bool("connect", false, "also log in to every target (host key, credentials, remote_dir) without sending anything")
+	connect := fs.Bool("connect", false, "also log in to every target and source (host key, credentials, remote_dir) without sending or fetching anything")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,7 +30,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := checkWatches(cfg, stdout, stderr); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d target(s), %d watch(es))\n", cfg.File, len(cfg.Targets), len(cfg.Watches))
+	fmt.Fprintf(stdout, "%s: ok (%d target(s), %d watch(es)%s)\n", cfg.File, len(cfg.Targets), len(cfg.Watches), sourcesCount(cfg))
 	if !*connect {
 		return nil
 	}
@@ -51,11 +52,50 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "target %s: ok: logged in as %s at %s port %d (host key %s), remote_dir %q is a folder, protocol %s\n", tc.Name, tc.User, tc.Host, tc.Port, tc.HostKey, tc.RemoteDir, proto)
 	}
+	for _, sc := range cfg.Sources {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		dirs := []string{sc.Conn.RemoteDir}
+		if sc.After == config.AfterMove {
+			dirs = append(dirs, sc.MoveDir)
+		}
+		if err := checkSource(ctx, cfg, sc.Name(), dirs); err != nil {
+			failed++
+			msg := err.Error()
+			var te *transfer.Error
+			if errors.As(err, &te) {
+				msg = te.Message
+			}
+			fmt.Fprintf(stdout, "source %s: FAILED (%s): %s\n", sc.Name(), transfer.ClassOf(err), msg)
+			continue
+		}
+		fmt.Fprintf(stdout, "source %s: ok: logged in as %s at %s port %d (host key %s), %q is a folder\n", sc.Name(), sc.Conn.User, sc.Conn.Host, sc.Conn.Port, sc.Conn.HostKey, strings.Join(dirs, `" and "`))
+	}
 	if !checkNATS(ctx, cfg, stdout) {
 		failed++
 	}
 	if failed > 0 {
 		return silentExit{code: 1}
+	}
+	return nil
+}
+
+// checkSource logs in to source name over SFTP and checks that dirs are
+// folders.
+func checkSource(ctx context.Context, cfg *config.Config, name string, dirs []string) error {
+	client, _, cleanup, err := agent.Client(cfg, name, agent.Options{})
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	sc := cfg.Source(name)
+	cctx, cancel := context.WithTimeout(ctx, sc.Conn.ConnectTimeout+30*time.Second)
+	defer cancel()
+	for _, d := range dirs {
+		if _, err := client.List(cctx, d, false); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -75,4 +115,12 @@ func checkTarget(ctx context.Context, cfg *config.Config, name, remoteDir string
 		return "", err
 	}
 	return client.Protocol(), nil
+}
+
+// sourcesCount is ", N source(s)" when there are sources.
+func sourcesCount(cfg *config.Config) string {
+	if len(cfg.Sources) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %d source(s)", len(cfg.Sources))
 }

@@ -206,6 +206,23 @@ func printStatus(w io.Writer, st agent.Status) {
 		}
 		tw.Flush()
 	}
+	if len(st.Sources) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SOURCE\tFOLDER\tTARGETS\tLAST LISTING\tSPOOLED\tPROBLEM")
+		for _, s := range st.Sources {
+			last := "-"
+			if s.LastPoll != nil {
+				last = s.LastPoll.Local().Format(time.RFC3339)
+			}
+			problem := s.Error
+			if s.Held {
+				problem = "HELD until fixed, then systemctl reload dropship or dropship retry: " + problem
+			}
+			fmt.Fprintf(tw, "%s\t%s:%q\t%s\t%s\t%d\t%s\n", s.Name, s.Host, s.RemoteDir, strings.Join(s.Targets, ","), last, s.Spooled, problem)
+		}
+		tw.Flush()
+	}
 	if len(st.PostFailed) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -60,6 +60,7 @@ type Agent struct {
 	subj        events.Subjects
 	targets     map[string]*target
 	watches     map[string]*watch
+	sources     map[string]*source
 	recs        map[string]*journal.Record // every journaled file, by key
 	sending     map[string]bool            // keys with an upload running
 	newer       map[string]watcher.File    // a newer version seen while sending
@@ -99,6 +100,7 @@ func New(cfg *config.Config, opts Options) (*Agent, error) {
 		subj:      events.Subjects{Prefix: cfg.NATS.SubjectPrefix, Agent: cfg.Agent.Name},
 		targets:   map[string]*target{},
 		watches:   map[string]*watch{},
+		sources:   map[string]*source{},
 		recs:      map[string]*journal.Record{},
 		sending:   map[string]bool{},
 		newer:     map[string]watcher.File{},
@@ -265,10 +267,19 @@ func (a *Agent) shutdownBy(stopBy time.Time) {
 	for _, t := range a.targets {
 		targets = append(targets, t)
 	}
+	sources := make([]*source, 0, len(a.sources))
+	for _, s := range a.sources {
+		sources = append(sources, s)
+	}
 	a.mu.Unlock()
 	// Not under a.mu: a closing connection still reports its last lines.
 	for _, t := range targets {
 		t.close()
+	}
+	for _, s := range sources {
+		s.cancel()
+		<-s.done
+		s.client.Close()
 	}
 	// Replaced watches must have stopped forwarding before the intake closes.
 	a.retiring.Wait()

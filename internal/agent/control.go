@@ -30,6 +30,9 @@ type Status struct {
 	Stream        StreamStatus   `json:"stream"`                  // the JetStream stream's last check
 	Targets       []TargetStatus `json:"targets"`
 	Watches       []WatchStatus  `json:"watches"`
+	// Sources are the [[source]]s: the partners' servers files are
+	// pulled from.
+	Sources []SourceStatus `json:"sources,omitempty"`
 	// Failed lists the files that failed for good (oldest first, at most
 	// maxStatusFiles): what `dropship retry ID` takes.
 	Failed []FileStatus `json:"failed,omitempty"`
@@ -38,6 +41,23 @@ type Status struct {
 	// maxStatusFiles): they stay where they are and are tried again with
 	// backoff, or at once by `dropship retry ID`.
 	PostFailed []PostFailedStatus `json:"post_failed,omitempty"`
+}
+
+// SourceStatus is one [[source]] in Status.
+type SourceStatus struct {
+	Name      string     `json:"name"`
+	Host      string     `json:"host"`
+	RemoteDir string     `json:"remote_dir"`
+	Targets   []string   `json:"targets"`
+	LastPoll  *time.Time `json:"last_listing,omitempty"` // when its folder was last listed
+	// Error is why the last listing failed; "" when it worked.
+	Error string `json:"error,omitempty"`
+	// Held: the failure is one no retry can help (a refused login or host
+	// key, a missing folder): nothing is listed until a reload.
+	Held bool `json:"held,omitempty"`
+	// Spooled counts its files fetched and not yet delivered to every
+	// target (or not yet deleted or moved on the source).
+	Spooled int `json:"spooled"`
 }
 
 // PostFailedStatus is one file in Status.PostFailed.
@@ -339,6 +359,7 @@ func (a *Agent) Status() Status {
 		ws.PostFailed = postFailed[wc.Path]
 		st.Watches = append(st.Watches, ws)
 	}
+	st.Sources = a.sourcesStatus()
 	return st
 }
 

@@ -313,6 +313,11 @@ func (a *Agent) watchFor(path string) *config.Watch {
 			return &a.cfg.Watches[i]
 		}
 	}
+	for _, w := range a.cfg.AllWatches()[len(a.cfg.Watches):] {
+		if w.Path == path {
+			return &w
+		}
+	}
 	return nil
 }
 

@@ -84,9 +84,14 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 	}
 	// Start new and changed watches.
 	newWatches := map[string]*watch{}
-	for _, wc := range cfg.Watches {
+	for _, wc := range cfg.AllWatches() {
 		if old := a.watches[wc.Path]; old != nil && reflect.DeepEqual(old.cfg, wc) {
 			continue
+		}
+		if wc.Source != "" {
+			if err := os.MkdirAll(wc.Path, 0o700); err != nil {
+				return fmt.Errorf("source %s: create its spool: %w", wc.Source, err)
+			}
 		}
 		ws, err := a.startWatch(wc)
 		if err != nil {
@@ -135,7 +140,7 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 
 	// Swap watches.
 	for path, old := range a.watches {
-		if slices.ContainsFunc(cfg.Watches, func(w config.Watch) bool { return w.Path == path }) && newWatches[path] == nil {
+		if slices.ContainsFunc(cfg.AllWatches(), func(w config.Watch) bool { return w.Path == path }) && newWatches[path] == nil {
 			continue
 		}
 		delete(a.watches, path)
@@ -147,7 +152,7 @@ func (a *Agent) applyConfig(cfg *config.Config) error {
 	a.cfg = cfg
 	a.publishLogs.Store(cfg.NATS.PublishLogs)
 	a.subj = events.Subjects{Prefix: cfg.NATS.SubjectPrefix, Agent: cfg.Agent.Name}
-	return nil
+	return a.applySources(cfg)
 }
 
 // retireWatch stops a replaced watch without holding up the caller (its

@@ -220,7 +220,7 @@ func (a *Agent) degradations() []string {
 			out = append(out, fmt.Sprintf("watch %s: %d file(s) delivered but not archived, deleted or moved (%s of %s: %s); see dropship status", wc.Path, c.n, c.first.Op, c.first.Path, c.first.Err))
 		}
 	}
-	return out
+	return append(out, a.sourceDegradations()...)
 }
 
 // stateCollector reports the gauges that are read from the agent's state.

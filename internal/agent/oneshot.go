@@ -21,6 +21,9 @@ import (
 // that cleanup removes.
 func Client(cfg *config.Config, name string, opts Options) (c *transfer.Client, t transfer.Target, cleanup func(), err error) {
 	tc := cfg.Target(name)
+	if s := cfg.Source(name); tc == nil && s != nil {
+		tc = &s.Conn
+	}
 	if tc == nil {
 		return nil, t, nil, fmt.Errorf("no target named %q in %s", name, cfg.File)
 	}

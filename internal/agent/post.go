@@ -285,6 +285,7 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		}
 		return nil, nil
 	}
+	var done *journal.Event // the source's source-deleted event
 	switch w.After {
 	case config.AfterKeep:
 		a.mu.Lock()
@@ -294,10 +295,20 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		a.recs[r.Key] = &r
 		return &journal.Op{Put: &r}, nil
 	case config.AfterDelete:
+		if w.Source != "" {
+			// Every target has it: the source's `after` first, then
+			// the spool copy goes.
+			ev, err := a.sourceDone(rec, w)
+			if err != nil {
+				return nil, err
+			}
+			done = ev
+		}
 		hidden, err := a.claim(rec)
 		if err != nil {
 			return a.claimFailed(rec, err)
 		}
+
 		if err := removeIfExists(hidden); err != nil {
 			return nil, err
 		}
@@ -313,7 +324,11 @@ func (a *Agent) afterSent(rec *journal.Record, w *config.Watch) (*journal.Op, er
 		}
 	}
 	a.forgetSiblings(rec, w)
-	return a.forget(rec), nil
+	op := a.forget(rec)
+	if done != nil {
+		op.Events = append(op.Events, *done)
+	}
+	return op, nil
 }
 
 // allDelivered says whether every target of rec's watch has rec's version

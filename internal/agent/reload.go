@@ -85,6 +85,9 @@ func splitReload(running, next *config.Config, levelLive bool) (apply *config.Co
 	if !reflect.DeepEqual(c.Watches, running.Watches) {
 		live = append(live, "[[watch]]")
 	}
+	if !reflect.DeepEqual(c.Sources, running.Sources) {
+		live = append(live, "[[source]]")
+	}
 	return &c, restart, live
 }
 

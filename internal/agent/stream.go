@@ -55,9 +55,13 @@ func (a *Agent) streamSetup() events.StreamSetup {
 // StreamSetupOf is the stream setup cfg describes: its name, subjects, and
 // the size and placement of a stream that is created (with create).
 func StreamSetupOf(cfg *config.Config, create, owned bool) events.StreamSetup {
+	subjects := events.AllLifecycle(cfg.NATS.SubjectPrefix)
+	if len(cfg.Sources) > 0 {
+		subjects = append(subjects, events.AllFetch(cfg.NATS.SubjectPrefix))
+	}
 	return events.StreamSetup{
 		Name:       cfg.NATS.Stream,
-		Subjects:   events.AllLifecycle(cfg.NATS.SubjectPrefix),
+		Subjects:   subjects,
 		Create:     create,
 		Replicas:   cfg.NATS.StreamReplicas,
 		Owned:      owned,

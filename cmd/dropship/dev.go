@@ -34,7 +34,8 @@ func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
 	drop := filepath.Join(dir, "drop")
 	remote := filepath.Join(dir, "remote")
 	state := filepath.Join(dir, "state")
-	for _, d := range []string{drop, remote, state} {
+	outbox := filepath.Join(dir, "partner-outbox")
+	for _, d := range []string{drop, remote, state, outbox} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, nil, fmt.Errorf("prepare -dev folders: %w", err)
 		}
@@ -57,7 +58,7 @@ func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
 	natsListen, natsNote := devNATSListen()
 	file := filepath.Join(dir, "agent.toml")
 	conf := devConfig(devFiles{
-		state: state, drop: drop, remote: remote, password: passwordFile,
+		state: state, drop: drop, remote: remote, outbox: outbox, password: passwordFile,
 		port: srv.Port(), hostKey: srv.HostKeyFingerprint(), natsListen: natsListen,
 	})
 	if err := os.WriteFile(file, []byte(conf), 0o640); err != nil {
@@ -84,11 +85,15 @@ func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
   they arrive here:   %s   (through the built-in SFTP server on 127.0.0.1:%d,
                       password login, host key pinned to %s)
   sent files go to:   %s
+  relayed from here:  %s   (a [[source]]: a partner's outbox on the same server,
+                      listed every 2s, each file fetched, sent to the target,
+                      then deleted here)
   configuration:      %s   (what this agent runs; copy it to start your own)
   NATS:               %s, embedded%s
 
   In another terminal:
     echo hello > %s
+    echo relayed > %s
     %s events -c %s      # live, with progress bars
     %s status -c %s
     %s check -c %s
@@ -96,9 +101,10 @@ func startDev(dir string, stdout io.Writer) (*config.Config, func(), error) {
 
   Stop: Ctrl-C
 
-`, version, drop, remote, srv.Port(), srv.HostKeyFingerprint(), filepath.Join(drop, config.DefaultArchiveDir), file,
+`, version, drop, remote, srv.Port(), srv.HostKeyFingerprint(), filepath.Join(drop, config.DefaultArchiveDir), outbox, file,
 		natsURL, natsNote,
 		shellQuote(filepath.Join(drop, "hello.txt")),
+		shellQuote(filepath.Join(outbox, "relayed.txt")),
 		self, c, self, c, self, c,
 		natsURL, cfg.NATS.SubjectPrefix)
 	return cfg, func() { _ = srv.Close() }, nil
@@ -124,9 +130,9 @@ func devNATSListen() (listen, note string) {
 
 // devFiles are the values of the -dev configuration.
 type devFiles struct {
-	state, drop, remote, password string
-	port                          int
-	hostKey, natsListen           string
+	state, drop, remote, outbox, password string
+	port                                  int
+	hostKey, natsListen                   string
 }
 
 // devConfig is the agent.toml of -dev.
@@ -158,8 +164,23 @@ path = %s
 target = "dev"
 settle = "1s"
 after = "archive"               # into <path>/.dropship-sent
+
+# A partner's outbox to pull from, on the same built-in server: each file is
+# fetched once stable, sent to the target, then deleted from the outbox.
+[[source]]
+name = "partner"
+host = "127.0.0.1"
+port = %d
+user = %s
+password_file = %s
+host_key = %s
+remote_dir = %s
+interval = "2s"
+target = "dev"
+after = "delete"
 `, tomlString(f.state), tomlString(f.natsListen), f.port, tomlString(devUser), tomlString(f.password),
-		tomlString(f.hostKey), tomlString(f.remote), tomlString(f.drop))
+		tomlString(f.hostKey), tomlString(f.remote), tomlString(f.drop),
+		f.port, tomlString(devUser), tomlString(f.password), tomlString(f.hostKey), tomlString(f.outbox))
 }
 
 // tomlString quotes s as a TOML basic string.

@@ -135,7 +135,7 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 	if cfg.NATS.EmbeddedListen == "127.0.0.1:4222" || cfg.NATS.URL != "" {
 		t.Errorf("run -dev runs NATS on %q with 4222 taken", cfg.NATS.EmbeddedListen)
 	}
-	if len(cfg.Targets) != 1 || len(cfg.Watches) != 1 || !strings.HasPrefix(cfg.Targets[0].HostKey, "SHA256:") {
+	if len(cfg.Targets) != 1 || len(cfg.Watches) != 1 || len(cfg.Sources) != 1 || !strings.HasPrefix(cfg.Targets[0].HostKey, "SHA256:") {
 		t.Errorf("the -dev configuration has targets %+v, watches %+v", cfg.Targets, cfg.Watches)
 	}
 	for _, want := range []string{file, "nats://" + cfg.NATS.EmbeddedListen, "127.0.0.1:4222 is taken"} {
@@ -174,6 +174,16 @@ func TestDevPrintsCommandsThatWork(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "dropship-dev", "remote", "hello.txt")); err != nil || string(b) != "hello\n" {
 		t.Errorf("remote hello.txt: %q, %v", b, err)
 	}
+	// The relay: a file put in the partner's outbox is fetched, sent and
+	// deleted from the outbox.
+	if out, err := shell(t, dir, env, printed(t, cmds, "echo relayed")); err != nil {
+		t.Fatalf("the printed echo: %v\n%s", err, out)
+	}
+	poll(t, 60*time.Second, "relayed.txt at the target and gone from the outbox", func() bool {
+		b, err := os.ReadFile(filepath.Join(dir, "dropship-dev", "remote", "relayed.txt"))
+		_, gone := os.Stat(filepath.Join(dir, "dropship-dev", "partner-outbox", "relayed.txt"))
+		return err == nil && string(b) == "relayed\n" && os.IsNotExist(gone)
+	})
 	if out, err := shell(t, dir, env, printed(t, cmds, " status ")); err != nil || !strings.Contains(out, "TARGET") {
 		t.Errorf("the printed status command: %v\n%s", err, out)
 	}
@@ -281,7 +291,7 @@ func TestDevConfigQuotes(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf.WriteString(devConfig(devFiles{
-		state: filepath.Join(dir, "state"), drop: filepath.Join(dir, "drop"), remote: filepath.Join(dir, "remote"),
+		state: filepath.Join(dir, "state"), drop: filepath.Join(dir, "drop"), remote: filepath.Join(dir, "remote"), outbox: filepath.Join(dir, "outbox"),
 		password: filepath.Join(dir, "password"), port: 2222, hostKey: "SHA256:" + strings.Repeat("A", 43), natsListen: "127.0.0.1:4222",
 	}))
 	file := filepath.Join(dir, "agent.toml")

@@ -311,6 +311,22 @@ func (c *Client) RemoveSource(ctx context.Context, remoteDir string, l Listed) e
 	})
 }
 
+// RemoveMarker deletes the ready marker rel of remoteDir from the server,
+// whatever it holds (a marker's content means nothing). A marker already
+// gone is no error.
+func (c *Client) RemoveMarker(ctx context.Context, remoteDir, rel string) error {
+	if err := checkRel(rel); err != nil {
+		return err
+	}
+	p := RemotePath(remoteDir, rel)
+	return c.withSession(ctx, func(s *sftpConn) error {
+		if err := s.do(func() error { return s.client.Remove(p) }); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return s.requestErr(ctx, "remove", p, err)
+		}
+		return nil
+	})
+}
+
 // MoveSource moves the fetched file l of remoteDir into moveDir on the server
 // (same relative path, folders created as needed), if it is still the
 // version that was fetched. A file of that name in moveDir is not

@@ -165,29 +165,7 @@ func (a *Agent) pollOnce(ctx context.Context, s *source, prev map[string]transfe
 	}
 
 	now := time.Now()
-	listed := make(map[string]transfer.Listed, len(ls))
-	for _, l := range ls {
-		listed[l.Rel] = l
-	}
-	var ready []transfer.Listed
-	for _, l := range ls {
-		if !a.wanted(sc, l.Rel, listed) {
-			continue
-		}
-		if sc.MaxAge > 0 && now.Sub(l.ModTime) > sc.MaxAge {
-			continue
-		}
-		if f, ok := known[l.Rel]; ok && f.Size == l.Size && f.ModTime.Equal(l.ModTime) {
-			continue // fetched already, this very version
-		}
-		if p, ok := prev[l.Rel]; !ok || p.Size != l.Size || !p.ModTime.Equal(l.ModTime) {
-			continue // not yet seen unchanged by two listings
-		}
-		if now.Sub(l.ModTime) < sc.MinAge {
-			continue
-		}
-		ready = append(ready, l)
-	}
+	ready, listed := readyToFetch(sc, ls, prev, known, now)
 	a.forgetFetched(sc, known, listed, now)
 	if len(ready) == 0 {
 		return listed
@@ -233,10 +211,42 @@ func (a *Agent) pollOnce(ctx context.Context, s *source, prev map[string]transfe
 	return listed
 }
 
+// readyToFetch is the policy of a listing: the files of ls that are to be
+// fetched now, and the listing by path (the next call's prev). A file is
+// ready when it is wanted (see wanted), not older than max_age, not the
+// version known to have been fetched, shown unchanged (size and mtime) by
+// prev too, and its mtime at least min_age old.
+func readyToFetch(sc *config.Source, ls []transfer.Listed, prev map[string]transfer.Listed, known map[string]journal.Fetched, now time.Time) ([]transfer.Listed, map[string]transfer.Listed) {
+	listed := make(map[string]transfer.Listed, len(ls))
+	for _, l := range ls {
+		listed[l.Rel] = l
+	}
+	var ready []transfer.Listed
+	for _, l := range ls {
+		if !wanted(sc, l.Rel, listed) {
+			continue
+		}
+		if sc.MaxAge > 0 && now.Sub(l.ModTime) > sc.MaxAge {
+			continue
+		}
+		if f, ok := known[l.Rel]; ok && f.Size == l.Size && f.ModTime.Equal(l.ModTime) {
+			continue // fetched already, this very version
+		}
+		if p, ok := prev[l.Rel]; !ok || p.Size != l.Size || !p.ModTime.Equal(l.ModTime) {
+			continue // not yet seen unchanged by two listings
+		}
+		if now.Sub(l.ModTime) < sc.MinAge {
+			continue
+		}
+		ready = append(ready, l)
+	}
+	return ready, listed
+}
+
 // wanted says whether rel of a listing of sc is one to fetch: not ignored,
 // included, not excluded, not a ready marker, and with its marker listed
 // when sc has one.
-func (a *Agent) wanted(sc *config.Source, rel string, listed map[string]transfer.Listed) bool {
+func wanted(sc *config.Source, rel string, listed map[string]transfer.Listed) bool {
 	if watcher.Ignored(rel) {
 		return false
 	}
@@ -334,6 +344,12 @@ func (a *Agent) sourceDone(rec *journal.Record, w *config.Watch) (*journal.Event
 	if err != nil {
 		a.emitFetch(s, events.FetchFailed, events.FetchData{RemotePath: d.RemotePath, LocalPath: rec.Path, Error: errorInfo(err)})
 		return nil, fmt.Errorf("%s the source file %s: %w", sc.After, d.RemotePath, err)
+	}
+	if sc.ReadyMarker != "" {
+		// Its marker goes with it; one left would only be noise.
+		if err := s.client.RemoveMarker(ctx, sc.Conn.RemoteDir, rel+sc.ReadyMarker); err != nil {
+			a.logger.Warn("cannot delete the ready marker on the source", "source", sc.Name(), keyFile, rel+sc.ReadyMarker, keyErr, err)
+		}
 	}
 	ev, err := a.fetchEvent(s, events.FetchSourceDeleted, d)
 	if err != nil {

@@ -380,3 +380,46 @@ func TestSourceSurvivesKillAndServerDown(t *testing.T) {
 		t.Errorf("temporary files left in the spool: %q", temps())
 	}
 }
+
+// With a ready marker a file is fetched only once its marker is listed
+// too, and the marker is never fetched; after = "move" moves the file into
+// move_dir once every target has it, and deletes its marker.
+func TestSourceReadyMarkerAndMove(t *testing.T) {
+	t.Parallel()
+	srv := sshdtest.Start(t, sshdtest.Options{})
+	e := newEnv(t)
+	n := e.externalNATS()
+	src, done := filepath.Join(e.dir, "outgoing"), filepath.Join(e.dir, "done")
+	for _, d := range []string{src, done} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backup := sftpdServer(t, e.remote, "alice", "secret")
+	e.sftpdTarget("backup", backup, "alice", "secret")
+	e.sourceFrom("customer", srv, src, "200ms").set("target", "backup").
+		set("ready_marker", ".done").set("after", "move").set("move_dir", done)
+	e.writeConf()
+	data := []byte("orders\n")
+	writeFile(t, filepath.Join(src, "orders.csv"), data)
+
+	c := collect(t, n.url())
+	agent := startAgent(t, e.cfg)
+	agent.waitLog(20*time.Second, "agent started")
+	never(t, 1500*time.Millisecond, "orders.csv fetched before its marker", func() bool {
+		return exists(filepath.Join(e.remote, "orders.csv")) || len(fetchEvents(t, c, events.FetchFetched)) > 0
+	})
+	writeFile(t, filepath.Join(src, "orders.csv.done"), nil)
+	eventually(t, 30*time.Second, "orders.csv delivered, moved into move_dir, its marker deleted", func() bool {
+		return sameContent(filepath.Join(e.remote, "orders.csv"), data) && sameContent(filepath.Join(done, "orders.csv"), data) &&
+			!exists(filepath.Join(src, "orders.csv")) && !exists(filepath.Join(src, "orders.csv.done"))
+	})
+	eventually(t, 10*time.Second, "a source-deleted event saying where it went", func() bool {
+		evs := fetchEvents(t, c, events.FetchSourceDeleted)
+		return len(evs) == 1 && evs[0].MovedTo == filepath.Join(done, "orders.csv")
+	})
+	agent.stop(10 * time.Second)
+	if exists(filepath.Join(e.remote, "orders.csv.done")) {
+		t.Error("the marker was delivered")
+	}
+}

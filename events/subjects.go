@@ -155,13 +155,18 @@ func (f Filter) Subjects(prefix string) ([]string, error) {
 	}
 	progress := prefix + "." + agent + "." + target + "." + tokenProgress
 	logs := prefix + "." + agent + "." + target + "." + tokenLog
+	fetch := func(state string) string {
+		return prefix + "." + agent + "." + target + "." + tokenFetch + "." + state
+	}
 
 	typ := strings.TrimPrefix(f.Type, typePrefix)
 	switch typ {
 	case "":
 		return append([]string{transfer("*")}, agentEv("*")...), nil
 	case "all":
-		return append([]string{transfer("*"), progress, logs}, agentEv("*")...), nil
+		return append([]string{transfer("*"), progress, logs, fetch("*")}, agentEv("*")...), nil
+	case tokenFetch:
+		return []string{fetch("*")}, nil
 	case tokenTransfer:
 		return []string{transfer("*")}, nil
 	case tokenProgress, tokenTransfer + "." + tokenProgress:
@@ -174,6 +179,12 @@ func (f Filter) Subjects(prefix string) ([]string, error) {
 		}
 		return agentEv("*"), nil
 	}
+	if state, ok := strings.CutPrefix(typ, tokenFetch+"."); ok {
+		if !slices.Contains(FetchStates, FetchState(state)) {
+			return nil, fmt.Errorf("unknown event type %q: fetch states are %s", f.Type, joinStates(FetchStates))
+		}
+		return []string{fetch(state)}, nil
+	}
 	if state, ok := strings.CutPrefix(typ, tokenAgent+"."); ok {
 		if !slices.Contains(AgentStates, AgentState(state)) {
 			return nil, fmt.Errorf("unknown event type %q: agent states are %s", f.Type, joinStates(AgentStates))
@@ -185,7 +196,7 @@ func (f Filter) Subjects(prefix string) ([]string, error) {
 	}
 	state := strings.TrimPrefix(typ, tokenTransfer+".")
 	if !slices.Contains(TransferStates, TransferState(state)) {
-		return nil, fmt.Errorf("unknown event type %q: use all, transfer, progress, log, agent, a transfer state (%s) or agent.<state>",
+		return nil, fmt.Errorf("unknown event type %q: use all, transfer, progress, log, agent, fetch, a transfer state (%s), agent.<state> or fetch.<state>",
 			f.Type, joinStates(TransferStates))
 	}
 	return []string{transfer(state)}, nil

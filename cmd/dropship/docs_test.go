@@ -172,19 +172,14 @@ func eventTypesTable(t *testing.T) string {
 			data, filter = "[transfer](#transfer-data)", string(st)
 		} else if st, ok := ev.AgentState(); ok {
 			data, filter = "[agent](#agent-data)", "agent."+string(st)
-		} else if _, ok := ev.FetchState(); ok {
-			data, filter = "[fetch](#fetch-data)", ""
+		} else if st, ok := ev.FetchState(); ok {
+			data, filter = "[fetch](#fetch-data)", "fetch."+string(st)
 		} else if typ == events.TypeProgress {
 			data, filter = "[progress](#progress-data)", "progress"
 		} else {
 			data, filter = "[log](#log-data)", "log"
 		}
-		if filter == "" {
-			filter = "(not shown)"
-		} else {
-			filter = "`" + filter + "`"
-		}
-		fmt.Fprintf(&b, "| [`%s`](#%s) | `%s` | %s | %s |\n", typ, strings.ReplaceAll(typ, ".", ""), subjectOf(t, ev), data, filter)
+		fmt.Fprintf(&b, "| [`%s`](#%s) | `%s` | %s | `%s` |\n", typ, strings.ReplaceAll(typ, ".", ""), subjectOf(t, ev), data, filter)
 	}
 	return b.String()
 }

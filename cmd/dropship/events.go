@@ -27,8 +27,8 @@ func eventsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var n natsFlags
 	n.register(fs)
 	fs.Lookup("agent").Usage = "only events of this agent `name` (default: every agent)"
-	target := fs.String("target", "", "only events of this target `name`")
-	typ := fs.String("type", "", "only these `events`: all, transfer, progress, log, agent, a transfer state such as completed, or agent.<state>\n(default: transfer lifecycle and agent events)")
+	target := fs.String("target", "", "only events of this target (or source) `name`")
+	typ := fs.String("type", "", "only these `events`: all, transfer, progress, log, agent, fetch, a transfer state such as completed,\nagent.<state> or fetch.<state>\n(default: transfer lifecycle and agent events)")
 	asJSON := fs.Bool("json", false, "print one CloudEvent per line (JSON) and nothing else, for scripts")
 	var since sinceFlag
 	fs.Var(&since, "since", "first replay the lifecycle and agent events stored in JetStream since `TIME`, then continue live:\na duration back from now (90m, 1h30m, 2d) or a local date and time (2026-12-01, 2026-12-01T10:00)\nor RFC 3339 (2026-12-01T10:00:00Z)")
@@ -162,8 +162,12 @@ func planSubscriptions(f events.Filter, prefix string, shown []string, terminal 
 	var p subscriptionPlan
 	lifecycle := events.AllLifecycle(prefix)
 	transfers := []string{lifecycle[0], prefix + ".*.*.progress"}
+	// Fetch events are in the stream only where the agent has a source:
+	// they are replayed when asked for by name, shown live otherwise (a
+	// filter the stream does not capture would fail the whole replay).
+	fetchAsked := strings.HasPrefix(strings.TrimPrefix(f.Type, "dev.dropship."), "fetch")
 	for _, s := range shown {
-		if matchesAny(lifecycle, s) {
+		if matchesAny(lifecycle, s) || fetchAsked && events.SubjectCovers(events.AllFetch(prefix), s) {
 			p.replay = append(p.replay, s)
 		}
 		if terminal && slices.ContainsFunc(transfers, func(t string) bool { return events.SubjectCovers(t, s) }) {
@@ -200,6 +204,10 @@ func eventTypes() []string {
 	}
 	for _, st := range events.AgentStates {
 		types = append(types, "agent."+string(st))
+	}
+	types = append(types, "fetch")
+	for _, st := range events.FetchStates {
+		types = append(types, "fetch."+string(st))
 	}
 	return types
 }

@@ -100,6 +100,36 @@ func formatEvent(ev events.Event, st lineStyle) string {
 		}
 		return b.String()
 	}
+	if state, ok := ev.FetchState(); ok {
+		d, err := ev.Fetch()
+		if err != nil {
+			return st.unreadable(&b, ev, err)
+		}
+		color := ""
+		switch state {
+		case events.FetchFetched, events.FetchSourceDeleted:
+			color = sgrGreen
+		case events.FetchFailed:
+			color = sgrRed
+		}
+		st.state(&b, "fetch."+string(state), color)
+		b.WriteString(st.where(d.Agent, d.Source.Name))
+		switch state {
+		case events.FetchListed:
+			fmt.Fprintf(&b, "  %s: %d file(s) to fetch", clean(d.RemotePath), d.Files)
+		case events.FetchFetched:
+			fmt.Fprintf(&b, "  %s -> %s  %s", clean(d.RemotePath), clean(d.LocalPath), humanBytes(d.SizeBytes))
+		case events.FetchFailed:
+			fmt.Fprintf(&b, "  %s: %s", clean(d.RemotePath), errorText(d.Error))
+		case events.FetchSourceDeleted:
+			if d.MovedTo != "" {
+				fmt.Fprintf(&b, "  %s moved to %s on the source", clean(d.RemotePath), clean(d.MovedTo))
+			} else {
+				fmt.Fprintf(&b, "  %s deleted on the source", clean(d.RemotePath))
+			}
+		}
+		return b.String()
+	}
 	switch ev.Type {
 	case events.TypeProgress:
 		d, err := ev.Progress()

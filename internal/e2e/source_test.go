@@ -247,6 +247,12 @@ func TestSourceKeepFetchesEachVersionOnce(t *testing.T) {
 	if got := len(fetchEvents(t, c, events.FetchFetched)); got != 2 {
 		t.Errorf("%d fetched events, want 2 (one per version)", got)
 	}
+	// Stored in the stream, and replayed by `dropship events`.
+	evp := startProc(t, "events", "-nats", n.url(), "-since", "1h", "-type", "fetch.fetched", "-target", "customer")
+	eventually(t, 15*time.Second, "both fetched events replayed", func() bool {
+		return strings.Count(evp.logs(), p+" -> ") == 2
+	})
+	evp.stop(5 * time.Second)
 }
 
 // A source whose login is refused is held: one failed event with class

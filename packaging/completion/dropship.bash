@@ -35,7 +35,7 @@ _dropship() {
         return
     fi
     if [ "$prev" = -type ]; then
-        COMPREPLY=($(compgen -W "all transfer progress log agent queued started retrying completed failed post-failed transfer.queued transfer.started transfer.retrying transfer.completed transfer.failed transfer.post-failed agent.started agent.reloaded agent.stopping agent.error" -- "$cur"))
+        COMPREPLY=($(compgen -W "all transfer progress log agent queued started retrying completed failed post-failed transfer.queued transfer.started transfer.retrying transfer.completed transfer.failed transfer.post-failed agent.started agent.reloaded agent.stopping agent.error fetch fetch.listed fetch.fetched fetch.failed fetch.source-deleted" -- "$cur"))
         return
     fi
     case " $values " in *" $prev "*) return ;; esac

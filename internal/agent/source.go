@@ -345,6 +345,11 @@ func (a *Agent) sourceDone(rec *journal.Record, w *config.Watch) (*journal.Event
 		a.emitFetch(s, events.FetchFailed, events.FetchData{RemotePath: d.RemotePath, LocalPath: rec.Path, Error: errorInfo(err)})
 		return nil, fmt.Errorf("%s the source file %s: %w", sc.After, d.RemotePath, err)
 	}
+	// Gone from the folder: a file uploaded under its name later is a new
+	// one, whatever its size and mtime.
+	if err := a.journal.Forget(sc.Name(), []string{rel}); err != nil {
+		a.logger.Warn("cannot drop a fetched version from the journal", "source", sc.Name(), keyFile, rel, keyErr, err)
+	}
 	if sc.ReadyMarker != "" {
 		// Its marker goes with it; one left would only be noise.
 		if err := s.client.RemoveMarker(ctx, sc.Conn.RemoteDir, rel+sc.ReadyMarker); err != nil {

@@ -407,7 +407,14 @@ func TestSourceReadyMarkerAndMove(t *testing.T) {
 		set("ready_marker", ".done").set("after", "move").set("move_dir", done)
 	e.writeConf()
 	data := []byte("orders\n")
-	writeFile(t, filepath.Join(src, "orders.csv"), data)
+	mt := time.Now().Add(-time.Hour).Truncate(time.Second)
+	put := func() {
+		writeFile(t, filepath.Join(src, "orders.csv"), data)
+		if err := os.Chtimes(filepath.Join(src, "orders.csv"), mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put()
 
 	c := collect(t, n.url())
 	agent := startAgent(t, e.cfg)
@@ -423,6 +430,18 @@ func TestSourceReadyMarkerAndMove(t *testing.T) {
 	eventually(t, 10*time.Second, "a source-deleted event saying where it went", func() bool {
 		evs := fetchEvents(t, c, events.FetchSourceDeleted)
 		return len(evs) == 1 && evs[0].MovedTo == filepath.Join(done, "orders.csv")
+	})
+
+	// Uploaded again under the same name, same size and mtime: a new file
+	// all the same (the first one is gone), fetched and delivered again.
+	if err := os.Rename(filepath.Join(done, "orders.csv"), filepath.Join(e.dir, "first-orders.csv")); err != nil {
+		t.Fatal(err)
+	}
+	put()
+	writeFile(t, filepath.Join(src, "orders.csv.done"), nil)
+	eventually(t, 30*time.Second, "the second upload delivered and moved", func() bool {
+		return len(c.ofType(events.TypeTransferCompleted)) == 2 && sameContent(filepath.Join(done, "orders.csv"), data) &&
+			!exists(filepath.Join(src, "orders.csv"))
 	})
 	agent.stop(10 * time.Second)
 	if exists(filepath.Join(e.remote, "orders.csv.done")) {
